@@ -1,0 +1,112 @@
+"""The ``lottery`` command: parse the arguments, then call one job function. No logic of its own.
+
+Runs the same under every launcher: ``deepspeed`` appends ``--local_rank=N`` (accepted and ignored;
+the rank is read from the environment by ``lottery.dist``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _data_shapes(args: argparse.Namespace) -> None:
+    from lottery.data.shards import ShapesConfig, build_shapes
+
+    cfg = ShapesConfig(
+        seed=args.seed,
+        train_samples=args.train,
+        val_samples=args.val,
+        samples_per_shard=args.samples_per_shard,
+        feat_dim=args.feat_dim,
+    )
+    out = build_shapes(Path(args.out), cfg)
+    print(f"shapes world written to {out}")
+
+
+def _model_init(args: argparse.Namespace) -> None:
+    from lottery.train.assets import build_model_from_bert
+
+    out = build_model_from_bert(args.from_bert, Path(args.out), img_dim=args.img_dim, data_dir=args.data)
+    print(f"UNITER initialised from {args.from_bert} written to {out}")
+
+
+def _model_convert(args: argparse.Namespace) -> None:
+    from lottery.models.uniter import convert_original, preset, save_pretrained
+
+    model, report = convert_original(Path(args.from_original), preset(args.config))
+    print(report)
+    save_pretrained(model, Path(args.out))
+    print(f"converted {args.from_original} ({args.config}) to {args.out}")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from lottery.config import load_config
+    from lottery.train.pretrain import pretrain
+
+    pretrain(load_config(args.config, args.overrides))
+
+
+def _config_show(args: argparse.Namespace) -> None:
+    from lottery.config import digest, load_config, to_yaml
+
+    config = load_config(args.config, args.overrides)
+    print(f"# digest {digest(config)}")
+    print(to_yaml(config), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lottery", description=__doc__.splitlines()[0])
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="build datasets").add_subparsers(dest="what", required=True)
+    shapes = data.add_parser("shapes", help="write the procedural shapes world as webdataset shards")
+    shapes.add_argument("--out", required=True, help="output directory")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--train", type=int, default=20000, help="train samples")
+    shapes.add_argument("--val", type=int, default=1000, help="val samples")
+    shapes.add_argument("--samples-per-shard", type=int, default=1000)
+    shapes.add_argument("--feat-dim", type=int, default=2048, help="region feature size D")
+    shapes.set_defaults(func=_data_shapes)
+
+    model = commands.add_parser("model", help="make model directories").add_subparsers(dest="what", required=True)
+    init = model.add_parser("init", help="UNITER with text side from a BERT (default: MiniLM-L6 -> uniter-mini)")
+    init.add_argument("--from-bert", default="minilm", help="a Hugging Face BERT folder, or 'minilm'")
+    init.add_argument("--out", required=True)
+    init.add_argument("--img-dim", type=int, default=2048, help="region feature size (must match the data)")
+    init.add_argument("--data", default=None, help="a shards directory whose meta.json sets img-dim and classes")
+    init.set_defaults(func=_model_init)
+    convert = model.add_parser("convert", help="an original UNITER checkpoint (.pt state dict) to our format")
+    convert.add_argument("--from-original", required=True)
+    convert.add_argument("--config", required=True, help="uniter-base or uniter-large")
+    convert.add_argument("--out", required=True)
+    convert.set_defaults(func=_model_convert)
+
+    pretrain = commands.add_parser("pretrain", help="pre-train on MLM/ITM/MRFR/MRC-kl on a DeepSpeed engine")
+    pretrain.add_argument("--config", default="pretrain-uniter-mini", help="shipped config name or YAML path")
+    pretrain.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
+    pretrain.set_defaults(func=_pretrain)
+
+    config = commands.add_parser("config", help="print a resolved run config").add_subparsers(dest="what", required=True)
+    show = config.add_parser("show")
+    show.add_argument("--config", default="pretrain-uniter-mini")
+    show.add_argument("overrides", nargs="*")
+    show.set_defaults(func=_config_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lottery.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as err:
+        print(f"lottery: config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Typed run configuration: frozen dataclasses read from YAML, with ``key=value`` overrides.
+
+A run's identity is its resolved config, so everything a job does is written here, nested by concern
+(data, model, tasks, optimiser, training). ``load_config("pretrain-uniter-mini", ["train.steps=50"])``
+reads a shipped YAML (or a file path), applies the overrides in order, and checks every key and type,
+so a typo on the command line fails at once with the key's name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A run config or an override that does not fit the schema; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the shards live and how they are read. ``dir`` is built (shapes world) if missing."""
+
+    dir: str = "data/shapes"
+    seed: int = 0
+    train_samples: int = 20000
+    val_samples: int = 1000
+    samples_per_shard: int = 1000
+    feat_dim: int = 2048
+    min_objects: int = 3
+    max_objects: int = 10
+    mentions_per_caption: int = 2
+    max_text_len: int = 60
+    num_workers: int = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The starting model directory; built from ``init_from_bert`` when it does not exist yet."""
+
+    dir: str = "models/uniter-mini"
+    init_from_bert: str = "minilm"
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """The pre-training objective: which tasks, in what ratio, and their masking rates."""
+
+    mix: dict[str, float] = field(default_factory=lambda: {"itm": 2.0, "mlm": 2.0, "mrfr": 1.0, "mrckl": 1.0})
+    mask_prob: float = 0.15
+    itm_neg_prob: float = 0.5
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW as UNITER trains it: lr 5e-5, betas (0.9, 0.98), weight decay 0.01 except bias/LayerNorm."""
+
+    lr: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    grad_clip: float = 2.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Steps are optimiser steps; a step consumes ``grad_accum`` micro-batches of ``batch_size`` per rank.
+
+    ``precision``: ``auto`` picks bf16 on a GPU that supports it and fp32 elsewhere (CPU).
+    ``stop_after_steps``: end this invocation (with a checkpoint) after that many steps; the same command
+    continues from there. For time-sliced jobs; 0 means run to ``steps``.
+    """
+
+    steps: int = 300
+    batch_size: int = 16
+    grad_accum: int = 1
+    zero_stage: int = 2
+    ds_config: str = ""
+    precision: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 100
+    val_batches: int = 16
+    val_at_start: bool = True
+    ckpt_every: int = 100
+    stop_after_steps: int = 0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything ``lottery pretrain`` needs; ``run_dir`` holds metrics, checkpoints and the final model."""
+
+    run_dir: str = "runs/pretrain"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Turn a YAML/command-line value into the annotated type, or raise naming the key."""
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(kind, value, key + ".")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(kind)
+        return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        kinds = typing.get_args(kind)
+        if len(value) != len(kinds):
+            raise ConfigError(f"{key}: expected {len(kinds)} values, got {len(value)}")
+        return tuple(_coerce(v, k, key) for v, k in zip(value, kinds, strict=True))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(names)}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.steps=50`` -> (``train.steps``, 50); the value is parsed as YAML (numbers, lists, maps)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value (e.g. train.steps=50)")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_path(name_or_file: str) -> Path:
+    """A shipped config name (``pretrain-uniter-mini``) or a YAML file path."""
+    path = Path(name_or_file)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    shipped = CONFIG_DIR / f"{name_or_file}.yaml"
+    if not shipped.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"no config named {name_or_file!r}; shipped configs: {known}, or pass a .yaml path")
+    return shipped
+
+
+def load_config(name_or_file: str | None, overrides: list[str] = (), cls: type = PretrainConfig) -> Any:
+    """Read a YAML config (or start from the defaults when None), apply overrides, type-check it."""
+    tree: dict[str, Any] = {}
+    if name_or_file:
+        path = config_path(name_or_file)
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        tree = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    try:
+        return _build(cls, tree)
+    except ConfigError as err:
+        where = f"{name_or_file}: " if name_or_file else ""
+        raise ConfigError(f"{where}{err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), the form written to YAML/JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def digest(config: Any) -> str:
+    """sha256 of the canonical JSON of a config: the identity of what it describes."""
+    canonical = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

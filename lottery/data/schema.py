@@ -1,0 +1,124 @@
+"""The shard sample format that every source of shards writes and every reader checks.
+
+One sample of a webdataset tar:
+- `__key__`: unique in the dataset, without "." (webdataset splits file names at the first dot);
+- `json`: a dict with at least `id` (str), `split` (str) and `texts` (non-empty list of str), plus the
+  source's own fields (the shapes world stores its `scene`; tasks add labels and answers);
+- `feat.npy`: float16 (N, D) region features, N >= 1;
+- `box.npy`: float32 (N, 7) boxes `[x1, y1, x2, y2, w, h, w*h]` normalised to [0, 1];
+- `soft.npy` (optional): float16 (N, C) detector class scores, the MRC-kl target.
+
+Writers build a decoded sample (dict of Python objects and arrays), `validate_sample` it and
+`encode_sample` it; readers `decode_sample` then `validate_sample`, so a bad sample fails at the boundary
+with a `ShardError` that names the shard file, the sample key and the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+BOX_DIM = 7
+REQUIRED_FIELDS: tuple[str, ...] = ("json", "feat.npy", "box.npy")
+# Boxes come from float arithmetic in converters; allow rounding, not un-normalised pixel boxes.
+_BOX_SLACK = 1e-3
+_FIX = "rebuild the dataset (for the shapes world: delete the directory and run `lottery data shapes`) or fix the converter that wrote it"
+
+
+class ShardError(ValueError):
+    """A shard or one of its samples does not follow the schema; the message names file and key.
+
+    It takes one message argument so that it survives being re-raised from a DataLoader worker.
+    """
+
+
+def shard_error(shard: str, key: str | None, problem: str) -> ShardError:
+    """The one wording of schema errors: where (shard file, sample key), what, and the fix."""
+    where = f"shard {shard}" if key is None else f"shard {shard}, sample {key!r}"
+    return ShardError(f"{where}: {problem}; {_FIX}")
+
+
+def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """Bytes for `webdataset.TarWriter(encoder=False)`; JSON with sorted keys so equal samples are equal bytes."""
+    encoded: dict[str, Any] = {"__key__": sample["__key__"]}
+    for field, value in sample.items():
+        if field == "json":
+            encoded[field] = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        elif field.endswith(".npy"):
+            stream = io.BytesIO()
+            np.lib.format.write_array(stream, value, allow_pickle=False)
+            encoded[field] = stream.getvalue()
+        elif not field.startswith("__"):
+            encoded[field] = value
+    return encoded
+
+
+def decode_sample(raw: dict[str, Any], shard: str) -> dict[str, Any]:
+    """Decode the `json` and `*.npy` fields of a sample read from a tar; other fields pass through."""
+    key = raw.get("__key__")
+    decoded: dict[str, Any] = {}
+    for field, value in raw.items():
+        try:
+            if field == "json":
+                decoded[field] = json.loads(value)
+            elif field.endswith(".npy"):
+                decoded[field] = np.load(io.BytesIO(value), allow_pickle=False)
+            else:
+                decoded[field] = value
+        except (ValueError, EOFError, OSError) as exc:
+            raise shard_error(shard, key, f"cannot decode {field!r} ({exc})") from exc
+    return decoded
+
+
+def validate_sample(sample: dict[str, Any], shard: str) -> None:
+    """Raise `ShardError` unless the decoded `sample` follows the schema in this module's docstring."""
+    key = sample.get("__key__")
+    if not isinstance(key, str) or not key or "." in key:
+        raise shard_error(shard, None, f"bad __key__ {key!r}: need a non-empty string without '.'")
+    missing = [f for f in REQUIRED_FIELDS if f not in sample]
+    if missing:
+        present = sorted(f for f in sample if not f.startswith("__"))
+        raise shard_error(shard, key, f"missing field(s) {missing} (present: {present})")
+    _check_json(sample["json"], shard, key)
+    feat = _array(sample, "feat.npy", np.float16, shard, key)
+    if feat.ndim != 2 or feat.shape[0] < 1 or feat.shape[1] < 1:
+        raise shard_error(shard, key, f"feat.npy has shape {feat.shape}; expected (N, D) with N, D >= 1")
+    regions = feat.shape[0]
+    box = _array(sample, "box.npy", np.float32, shard, key)
+    if box.shape != (regions, BOX_DIM):
+        raise shard_error(
+            shard, key, f"box.npy has shape {box.shape}; expected ({regions}, {BOX_DIM}) to match feat.npy"
+        )
+    if box.min() < -_BOX_SLACK or box.max() > 1 + _BOX_SLACK:
+        raise shard_error(shard, key, f"box.npy values span [{box.min()}, {box.max()}]; boxes must be normalised to [0, 1]")
+    if "soft.npy" in sample:
+        soft = _array(sample, "soft.npy", np.float16, shard, key)
+        if soft.ndim != 2 or soft.shape[0] != regions or soft.shape[1] < 1:
+            raise shard_error(
+                shard, key, f"soft.npy has shape {soft.shape}; expected ({regions}, C) to match feat.npy"
+            )
+
+
+def _check_json(meta: Any, shard: str, key: str) -> None:
+    if not isinstance(meta, dict):
+        raise shard_error(shard, key, f"json is a {type(meta).__name__}; expected an object")
+    for field in ("id", "split"):
+        if not isinstance(meta.get(field), str):
+            raise shard_error(shard, key, f"json field {field!r} is {meta.get(field)!r}; expected a string")
+    texts = meta.get("texts")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise shard_error(shard, key, f"json field 'texts' is {texts!r}; expected a non-empty list of non-empty strings")
+
+
+def _array(sample: dict[str, Any], field: str, dtype: type, shard: str, key: str) -> np.ndarray:
+    value = sample[field]
+    if not isinstance(value, np.ndarray):
+        raise shard_error(shard, key, f"{field} is a {type(value).__name__}; expected a numpy array")
+    if value.dtype != dtype:
+        raise shard_error(shard, key, f"{field} has dtype {value.dtype}; expected {np.dtype(dtype)}")
+    if not np.isfinite(value).all():
+        raise shard_error(shard, key, f"{field} has {int((~np.isfinite(value)).sum())} non-finite values")
+    return value

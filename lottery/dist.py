@@ -1,0 +1,197 @@
+"""Start ``torch.distributed`` under any launcher, and the few collectives the rest of the code needs.
+
+One entry point (``python -m lottery ...``) runs under ``deepspeed``, ``accelerate launch``, ``torchrun``,
+SLURM's ``srun`` or no launcher at all. They all describe the job through environment variables, but
+not the same ones: torchrun/deepspeed/accelerate set ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and
+``MASTER_ADDR``/``MASTER_PORT``; ``srun`` sets ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
+and leaves the master address to us. :func:`read_launch_env` maps each onto one :class:`LaunchEnv`.
+
+The backend is NCCL on GPUs and gloo otherwise: DeepSpeed's CPU accelerator would ask for oneCCL
+only when its bindings are installed; we ask for gloo explicitly so a CPU-only machine never needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    master_addr: str
+    master_port: int
+    launcher: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _slurm_master_addr(nodelist: str) -> str:
+    """First host of the job's node list, as ``scontrol show hostnames`` expands it."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError) as err:
+        raise RuntimeError(
+            f"srun job without MASTER_ADDR and `scontrol show hostnames {nodelist}` failed ({err}); "
+            "export MASTER_ADDR in the sbatch script"
+        ) from err
+    return out[0]
+
+
+def _slurm_port(job_id: str) -> int:
+    """A port every task of the job derives alike, so no task has to tell the others."""
+    return 20000 + int(job_id) % 20000
+
+
+def read_launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
+    """Which launcher started this process, and this process's place in the job."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        if "CROSS_RANK" in env:
+            launcher = "deepspeed"
+        elif any(key.startswith("ACCELERATE_") for key in env):
+            launcher = "accelerate"
+        else:
+            launcher = "torchrun"
+        world = int(env["WORLD_SIZE"])
+        return LaunchEnv(
+            rank=int(env["RANK"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            world_size=world,
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", 29500)),
+            launcher=launcher,
+        )
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        tasks_per_node = env.get("SLURM_NTASKS_PER_NODE", env.get("SLURM_TASKS_PER_NODE", "1"))
+        local_world = int(tasks_per_node.split("(")[0].split(",")[0])
+        master = env.get("MASTER_ADDR") or _slurm_master_addr(env.get("SLURM_JOB_NODELIST", "localhost"))
+        return LaunchEnv(
+            rank=int(env["SLURM_PROCID"]),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
+            world_size=int(env["SLURM_NTASKS"]),
+            local_world_size=local_world,
+            master_addr=master,
+            master_port=int(env.get("MASTER_PORT") or _slurm_port(env.get("SLURM_JOB_ID", "0"))),
+            launcher="srun",
+        )
+    return LaunchEnv(0, 0, 1, 1, "127.0.0.1", _free_port(), "none")
+
+
+def backend_name() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init() -> LaunchEnv:
+    """Initialise the process group (idempotent). Must be called on every rank before any collective.
+
+    On CPU, ranks share the cores: unless OMP_NUM_THREADS says otherwise, each rank gets its share, since
+    oversubscribed threads make every rank slower than one thread each.
+    """
+    launch = read_launch_env()
+    os.environ.update(
+        RANK=str(launch.rank),
+        LOCAL_RANK=str(launch.local_rank),
+        WORLD_SIZE=str(launch.world_size),
+        LOCAL_WORLD_SIZE=str(launch.local_world_size),
+        MASTER_ADDR=launch.master_addr,
+        MASTER_PORT=str(launch.master_port),
+    )
+    if torch.cuda.is_available():
+        torch.cuda.set_device(launch.local_rank)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.local_world_size))
+    if not dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=backend_name(), auto_mpi_discovery=False)
+    return launch
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """The ``src`` rank's object on every rank (collective). Used for what one rank reads once."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    holder = [obj if dist.get_rank() == src else None]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def broadcast_bytes(payload: bytes | None, src: int = 0) -> bytes:
+    """Raw bytes from ``src`` to every rank (collective), without pickling them on the way."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        assert payload is not None
+        return payload
+    size = torch.tensor([len(payload) if dist.get_rank() == src else 0], dtype=torch.long)
+    dist.broadcast(size, src=src)
+    buffer = torch.empty(int(size.item()), dtype=torch.uint8)
+    if dist.get_rank() == src:
+        buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+    dist.broadcast(buffer, src=src)
+    return buffer.numpy().tobytes()
+
+
+def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
+    """Sum each named float over all ranks (collective; every rank must pass the same keys)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return dict(values)
+    keys = sorted(values)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, tensor.tolist(), strict=True))
+
+
+__all__ = [
+    "LaunchEnv",
+    "all_reduce_sum",
+    "barrier",
+    "backend_name",
+    "broadcast_bytes",
+    "broadcast_object",
+    "init",
+    "is_main",
+    "rank",
+    "read_launch_env",
+    "shutdown",
+    "world_size",
+]

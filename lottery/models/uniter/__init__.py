@@ -1,0 +1,33 @@
+"""UNITER built from transformers BERT parts, with the original checkpoint key names."""
+
+from lottery.models.uniter.checkpoint import from_pretrained, load_config, save_pretrained
+from lottery.models.uniter.config import UniterConfig, preset, preset_names
+from lottery.models.uniter.convert import ConversionReport, convert_original
+from lottery.models.uniter.from_bert import MINILM, InitReport, init_from_bert, tokenizer_files
+from lottery.models.uniter.modeling import (
+    TIED_WEIGHTS,
+    UniterForPretraining,
+    UniterImageEmbeddings,
+    UniterModel,
+    UniterTextEmbeddings,
+)
+
+__all__ = [
+    "MINILM",
+    "TIED_WEIGHTS",
+    "ConversionReport",
+    "InitReport",
+    "UniterConfig",
+    "UniterForPretraining",
+    "UniterImageEmbeddings",
+    "UniterModel",
+    "UniterTextEmbeddings",
+    "convert_original",
+    "from_pretrained",
+    "init_from_bert",
+    "load_config",
+    "preset",
+    "preset_names",
+    "save_pretrained",
+    "tokenizer_files",
+]

@@ -1,0 +1,125 @@
+"""Our UNITER model directory: `config.json` (a UniterConfig) + `model.safetensors`.
+
+Tied weights are stored once, under their owner's name (see TIED_WEIGHTS), and re-tied on load.
+A directory is written under a temporary name and renamed when complete, so a killed job never leaves
+a half-written model behind, and loading needs safetensors only (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lottery.models.uniter.config import UniterConfig
+from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def format_shape(shape: torch.Size | tuple[int, ...]) -> str:
+    """`768x2048`, the notation of the reference key lists."""
+    return "x".join(str(d) for d in shape)
+
+
+def shape_mismatches(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size]) -> list[str]:
+    """One line per key present in both whose shapes differ: `key: expected AxB, got CxD`."""
+    return [
+        f"{key}: expected {format_shape(expected[key])}, got {format_shape(tensor.shape)}"
+        for key, tensor in tensors.items()
+        if key in expected and tensor.shape != expected[key]
+    ]
+
+
+def save_pretrained(
+    model: UniterForPretraining, out_dir: str | Path, extra_files: Mapping[str, Path] | None = None
+) -> Path:
+    """Write `model` as a new model directory `out_dir` and return its path.
+
+    `extra_files` maps a file name in the directory to a file to copy there (e.g. the tokenizer
+    files from `from_bert.tokenizer_files`). Call it on one rank, with a full (not ZeRO-3
+    partitioned) model. An existing `out_dir` is never overwritten: model directories are written once.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; remove it or save to another path")
+    for alias, owner in TIED_WEIGHTS.items():
+        if model.get_parameter(alias) is not model.get_parameter(owner):
+            raise ValueError(f"{alias} is not tied to {owner}; call model.tie_weights() before saving")
+    extra_files = dict(extra_files or {})
+    for name, source in extra_files.items():
+        if name in (CONFIG_FILE, WEIGHTS_FILE) or Path(name).name != name:
+            raise ValueError(f"extra file name {name!r} must be a plain file name other than {CONFIG_FILE}/{WEIGHTS_FILE}")
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"extra file {name!r}: {source} does not exist")
+
+    tmp_dir = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    try:
+        tensors = {
+            key: value.detach().contiguous() for key, value in model.state_dict().items() if key not in TIED_WEIGHTS
+        }
+        save_file(tensors, tmp_dir / WEIGHTS_FILE, metadata={"format": "pt", "tied": json.dumps(TIED_WEIGHTS)})
+        for name, source in extra_files.items():
+            shutil.copyfile(source, tmp_dir / name)
+        (tmp_dir / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        os.rename(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_config(model_dir: str | Path) -> UniterConfig:
+    """The UniterConfig of a model directory, without reading its weights."""
+    config_path = Path(model_dir) / CONFIG_FILE
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(f"UNITER model directory {model_dir} does not exist")
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{config_path} is missing: {model_dir} is not a UNITER model directory ({CONFIG_FILE} + {WEIGHTS_FILE})"
+        )
+    try:
+        return UniterConfig.from_dict(json.loads(config_path.read_text()))
+    except ValueError as err:
+        raise ValueError(f"{config_path}: not a valid UniterConfig: {err}") from err
+
+
+def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
+    """Load a directory written by `save_pretrained`; every missing or unexpected tensor is an error."""
+    config = load_config(model_dir)
+    weights_path = Path(model_dir) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path} is missing; the model directory is incomplete")
+    try:
+        tensors = load_file(weights_path)
+    except SafetensorError as err:
+        raise ValueError(f"{weights_path}: not a readable safetensors file: {err}") from err
+
+    model = UniterForPretraining(config)
+    expected = {key: value.shape for key, value in model.state_dict().items() if key not in TIED_WEIGHTS}
+    problems = []
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    problems += shape_mismatches(tensors, expected)
+    if problems:
+        raise ValueError(
+            f"{weights_path} does not match its config {config.name!r} ({Path(model_dir) / CONFIG_FILE}): "
+            + "; ".join(problems)
+        )
+    tensors.update({alias: tensors[owner] for alias, owner in TIED_WEIGHTS.items()})
+    model.load_state_dict(tensors)
+    model.tie_weights()
+    return model

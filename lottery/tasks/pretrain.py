@@ -1,0 +1,151 @@
+"""UNITER's pre-training tasks: MLM, ITM, MRFR and MRC-kl, each a collate step and a loss.
+
+A task turns a list of decoded examples into one batch of tensors (``collate``) and a batch into a
+loss on the model's heads (``loss``). Losses are computed in fp32 whatever the model's dtype, so bf16
+training does not round the loss itself. Each loss also returns summed statistics (``*_sum`` and
+``count``) that validation adds up over batches and ranks before dividing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lottery.tasks.masking import IGNORE, TextVocab, mask_regions, mask_tokens
+from lottery.tasks.packing import pack, region_positions
+
+Batch = dict[str, Tensor]
+MODEL_INPUTS = ("input_ids", "position_ids", "img_feat", "img_pos_feat", "attn_masks", "gather_index", "img_masks")
+
+
+@dataclass(frozen=True)
+class CollateContext:
+    vocab: TextVocab
+    mask_prob: float = 0.15
+    itm_neg_prob: float = 0.5
+
+
+@dataclass(frozen=True)
+class PretrainTask:
+    name: str
+    collate: Callable[[list, CollateContext, torch.Generator], Batch]
+    loss: Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
+
+
+def _ids(example) -> Tensor:
+    return torch.as_tensor(example.input_ids, dtype=torch.long)
+
+
+def _encode(model: nn.Module, batch: Batch) -> Tensor:
+    return model.uniter(**{k: batch[k] for k in MODEL_INPUTS if k in batch})
+
+
+def collate_mlm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
+    masked, labels = zip(*(mask_tokens(_ids(ex), ctx.mask_prob, ctx.vocab, generator) for ex in examples), strict=True)
+    batch = pack(list(masked), [ex.feat for ex in examples], [ex.box for ex in examples])
+    batch["txt_labels"] = torch.nn.utils.rnn.pad_sequence(list(labels), batch_first=True, padding_value=IGNORE)
+    return batch
+
+
+def loss_mlm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """Masked words predicted from the whole image and the rest of the text."""
+    labels = batch["txt_labels"]
+    hidden = _encode(model, batch)[:, : labels.size(1)]
+    selected = labels != IGNORE
+    logits = model.cls(hidden[selected]).float()
+    targets = labels[selected]
+    loss = F.cross_entropy(logits, targets)
+    count = float(targets.numel())
+    correct = float((logits.argmax(-1) == targets).sum())
+    return loss, {"mlm_loss_sum": float(loss) * count, "mlm_correct_sum": correct, "mlm_count": count}
+
+
+def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
+    """Half the pairs (by ``itm_neg_prob``) get another example's image: target 0 for those."""
+    size = len(examples)
+    if size < 2:
+        raise ValueError("ITM needs at least 2 examples per batch to draw mismatched images")
+    negative = torch.rand(size, generator=generator) < ctx.itm_neg_prob
+    shift = torch.randint(1, size, (size,), generator=generator)
+    image_of = torch.where(negative, (torch.arange(size) + shift) % size, torch.arange(size))
+    batch = pack(
+        [_ids(ex) for ex in examples],
+        [examples[j].feat for j in image_of.tolist()],
+        [examples[j].box for j in image_of.tolist()],
+    )
+    batch["itm_targets"] = (~negative).long()
+    return batch
+
+
+def loss_itm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """Does the caption describe the image? Two-way classifier on the pooled output."""
+    pooled = model.uniter.pooler(_encode(model, batch))
+    logits = model.itm_output(pooled).float()
+    targets = batch["itm_targets"]
+    loss = F.cross_entropy(logits, targets)
+    count = float(targets.numel())
+    correct = float((logits.argmax(-1) == targets).sum())
+    return loss, {"itm_loss_sum": float(loss) * count, "itm_correct_sum": correct, "itm_count": count}
+
+
+def collate_mrm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
+    """Hide ``mask_prob`` of each image's regions (features zeroed, the model adds ``mask_embedding``)."""
+    masks = [mask_regions(len(ex.feat), ctx.mask_prob, generator) for ex in examples]
+    feats = [ex.feat.masked_fill(m.unsqueeze(-1), 0.0) for ex, m in zip(examples, masks, strict=True)]
+    batch = pack([_ids(ex) for ex in examples], feats, [ex.box for ex in examples])
+    batch["img_masks"] = torch.nn.utils.rnn.pad_sequence(masks, batch_first=True, padding_value=False)
+    txt_lens = [len(ex.input_ids) for ex in examples]
+    batch["img_mask_tgt"] = region_positions(txt_lens, masks, batch["attn_masks"].size(1))
+    batch["feat_targets"] = torch.cat([ex.feat[m] for ex, m in zip(examples, masks, strict=True)])
+    if all(ex.soft is not None for ex in examples):
+        batch["soft_targets"] = torch.cat([ex.soft[m] for ex, m in zip(examples, masks, strict=True)])
+    return batch
+
+
+def _masked_region_outputs(model: nn.Module, batch: Batch) -> Tensor:
+    return _encode(model, batch)[batch["img_mask_tgt"]]
+
+
+def loss_mrfr(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """Regress the hidden regions' input features through ``feat_regress`` (tied to ``img_linear``)."""
+    predicted = model.feat_regress(_masked_region_outputs(model, batch)).float()
+    loss = F.mse_loss(predicted, batch["feat_targets"].float())
+    count = float(predicted.size(0))
+    return loss, {"mrfr_loss_sum": float(loss) * count, "mrfr_count": count}
+
+
+def loss_mrckl(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """KL divergence from the detector's soft class labels to the predicted class distribution."""
+    if "soft_targets" not in batch:
+        raise ValueError("MRC-kl needs soft.npy (detector class scores) in every sample of the shards")
+    logits = model.region_classifier(_masked_region_outputs(model, batch)).float()
+    loss = F.kl_div(F.log_softmax(logits, dim=-1), batch["soft_targets"].float(), reduction="batchmean")
+    count = float(logits.size(0))
+    return loss, {"mrckl_loss_sum": float(loss) * count, "mrckl_count": count}
+
+
+TASKS: dict[str, PretrainTask] = {
+    "mlm": PretrainTask("mlm", collate_mlm, loss_mlm),
+    "itm": PretrainTask("itm", collate_itm, loss_itm),
+    "mrfr": PretrainTask("mrfr", collate_mrm, loss_mrfr),
+    "mrckl": PretrainTask("mrckl", collate_mrm, loss_mrckl),
+}
+
+
+def summarise(sums: dict[str, float]) -> dict[str, float]:
+    """Validation metrics from summed statistics: accuracies, mean losses, and their mean ``loss``."""
+    metrics: dict[str, float] = {}
+    for name in TASKS:
+        count = sums.get(f"{name}_count", 0.0)
+        if count:
+            metrics[f"{name}_loss"] = sums[f"{name}_loss_sum"] / count
+            if f"{name}_correct_sum" in sums:
+                metrics[f"{name}_acc"] = sums[f"{name}_correct_sum"] / count
+    losses = [v for k, v in metrics.items() if k.endswith("_loss")]
+    if losses:
+        metrics["loss"] = sum(losses) / len(losses)
+    return metrics

@@ -1,0 +1,225 @@
+"""``lottery pretrain``: UNITER's pre-training tasks on a DeepSpeed engine, resumable.
+
+The loop reads top to bottom: prepare data and model (rank 0 builds what is missing) -> engine ->
+resume from the run directory's latest checkpoint -> per step: draw the task, collate, forward,
+backward, step -> log, validate, checkpoint -> save the final model directory.
+
+Every random draw of a micro-step (task, masks, negatives, dropout) is seeded from (seed, rank,
+micro-step), and the data stream is a deterministic function of (seed, rank, world size). A run
+resumed from a checkpoint therefore sees exactly the batches and masks the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from lottery import dist
+from lottery.config import ConfigError, PretrainConfig, digest, to_dict, to_yaml
+from lottery.data.pipeline import eval_batches, example_stream, shard_urls
+from lottery.tasks.masking import TextVocab
+from lottery.tasks.mixer import TaskMixer
+from lottery.tasks.pretrain import TASKS, CollateContext, summarise
+from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
+from lottery.train.checkpoint import latest_step, load_checkpoint, save_checkpoint
+from lottery.train.engine import build_engine
+from lottery.train.metrics import MetricsLog
+from lottery.train.weights import full_state_dict
+
+log = logging.getLogger("lottery.pretrain")
+VAL_SEED = 1_000_003
+
+
+def micro_seed(seed: int, rank: int, micro_step: int) -> int:
+    return (seed * 1_000_003 + rank) * 10_000_019 + micro_step
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Move a batch to the engine's device; float inputs take the model's dtype (bf16 on GPU)."""
+    moved = {}
+    for key, value in batch.items():
+        value = value.to(device, non_blocking=True)
+        if value.is_floating_point() and not key.endswith("_targets"):
+            value = value.to(dtype)
+        moved[key] = value
+    return moved
+
+
+def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
+    """A rerun must be the same run: refuse to resume a directory made by a different config."""
+    recorded = run_dir / "config.yaml"
+    ours = replace(config, train=replace(config.train, stop_after_steps=0))
+    if recorded.exists():
+        import yaml
+
+        theirs = yaml.safe_load(recorded.read_text())
+        if theirs != to_dict(ours):
+            diff = sorted(
+                f"{section}.{key}"
+                for section, values in to_dict(ours).items()
+                if isinstance(values, dict)
+                for key in values
+                if (theirs.get(section) or {}).get(key) != values[key]
+            )
+            raise ConfigError(
+                f"{run_dir} holds a run with another config (differs in {diff or 'run_dir'}); "
+                "use a new run_dir, or the same config to resume"
+            )
+    elif dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(to_yaml(ours))
+
+
+@torch.no_grad()
+def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtype) -> dict[str, float]:
+    """All four tasks on a fixed slice of the val split, masks seeded per batch so every call is comparable.
+
+    Collective: the val batches are dealt round-robin to the ranks (equal counts, so ZeRO-3's gathers
+    stay in step) and the sums are all-reduced.
+    """
+    engine.eval()
+    sums: dict[str, float] = {}
+    world, rank = dist.world_size(), dist.rank()
+    usable = len(batches) - len(batches) % world
+    for index in range(rank, usable, world):
+        for offset, (name, task) in enumerate(sorted(TASKS.items())):
+            generator = torch.Generator().manual_seed(VAL_SEED + 10 * index + offset)
+            batch = to_device(task.collate(batches[index], ctx, generator), engine.device, dtype)
+            _, stats = engine(batch, task)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+    keys = sorted({f"{n}_{s}" for n in TASKS for s in ("loss_sum", "correct_sum", "count")})
+    sums = dist.all_reduce_sum({k: sums.get(k, 0.0) for k in keys})
+    engine.train()
+    return summarise(sums)
+
+
+def pretrain(config: PretrainConfig) -> dict[str, float]:
+    """Run (or resume) a pre-training job; returns the final val metrics. Collective on every rank."""
+    launch = dist.init()
+    run_dir = Path(config.run_dir)
+    train = config.train
+    main = dist.is_main()
+    if main:
+        print(
+            f"lottery pretrain: {launch.world_size} rank(s) via {launch.launcher}, backend {dist.backend_name()}, "
+            f"ZeRO-{train.zero_stage}, run {run_dir} (config {digest(config)[:12]})",
+            flush=True,
+        )
+    _check_run_dir(run_dir, config)
+    data_dir = ensure_data(config.data)
+    model_dir = ensure_model(config.model, data_dir)
+    tokenizer = load_tokenizer(model_dir)
+    ctx = CollateContext(TextVocab.from_tokenizer(tokenizer), config.tasks.mask_prob, config.tasks.itm_neg_prob)
+    mixer = TaskMixer(config.tasks.mix, train.seed, set(TASKS))
+
+    from lottery.models.uniter import from_pretrained
+
+    model = from_pretrained(model_dir)
+    engine, precision = build_engine(model, train, config.optim)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+
+    start = 0
+    if latest_step(run_dir) is not None:
+        start = load_checkpoint(engine, run_dir)
+        metrics.truncate_after(start)
+        if main:
+            print(f"resumed from the checkpoint at step {start}", flush=True)
+
+    val = list(
+        itertools.islice(
+            eval_batches(
+                shard_urls(data_dir, "val"),
+                tokenizer_dir=model_dir,
+                max_text_len=config.data.max_text_len,
+                batch_size=train.batch_size,
+            ),
+            train.val_batches,
+        )
+    )
+    stream = example_stream(
+        shard_urls(data_dir, "train"),
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+        tokenizer_dir=model_dir,
+        max_text_len=config.data.max_text_len,
+        seed=config.data.seed + train.seed,
+        num_workers=config.data.num_workers,
+        batch_size=train.batch_size,
+    )
+    batches = iter(stream)
+    for _ in range(start * train.grad_accum):
+        next(batches)
+
+    def run_validation(step: int) -> dict[str, float]:
+        result = validate(engine, val, ctx, dtype)
+        metrics.write({"step": step, "val": result})
+        if main:
+            tqdm.write(f"step {step} val " + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
+        return result
+
+    result: dict[str, float] = {}
+    if start == 0 and train.val_at_start:
+        result = run_validation(0)
+    stop_at = train.steps if not train.stop_after_steps else min(train.steps, start + train.stop_after_steps)
+    progress = tqdm(total=train.steps, initial=start, disable=not main, desc="pretrain", dynamic_ncols=True)
+    samples_per_step = train.batch_size * train.grad_accum * dist.world_size()
+    engine.train()
+    for step in range(start + 1, stop_at + 1):
+        began = time.perf_counter()
+        losses: dict[str, float] = {}
+        for micro in range(train.grad_accum):
+            micro_step = (step - 1) * train.grad_accum + micro
+            task = TASKS[mixer.task_for(micro_step)]
+            seed = micro_seed(train.seed, dist.rank(), micro_step)
+            torch.manual_seed(seed)
+            batch = to_device(task.collate(next(batches), ctx, torch.Generator().manual_seed(seed)), engine.device, dtype)
+            loss, _ = engine(batch, task)
+            engine.backward(loss)
+            engine.step()
+            losses[task.name] = float(loss)
+        elapsed = time.perf_counter() - began
+        record = {
+            "step": step,
+            "loss": sum(losses.values()) / len(losses),
+            "losses": losses,
+            "lr": engine.get_lr()[0],
+            "samples_per_s": samples_per_step / elapsed,
+            "world_size": dist.world_size(),
+        }
+        if step % train.log_every == 0 or step == stop_at:
+            metrics.write(record)
+        progress.update(1)
+        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        if step % train.val_every == 0 or step == train.steps:
+            result = run_validation(step)
+        if step % train.ckpt_every == 0 or step == stop_at:
+            save_checkpoint(engine, run_dir, step)
+    progress.close()
+
+    if stop_at == train.steps:
+        state = full_state_dict(engine)
+        if main:
+            from lottery.models.uniter import save_pretrained
+
+            final = from_pretrained(model_dir)
+            final.load_state_dict(state)
+            save_pretrained(final, run_dir / "model", extra_files=_tokenizer_files(model_dir))
+            print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
+    elif main:
+        print(f"stopped after step {stop_at} of {train.steps}; rerun the same command to continue", flush=True)
+    dist.shutdown()
+    return result
+
+
+def _tokenizer_files(model_dir: Path) -> dict[str, Path]:
+    from lottery.models.uniter import tokenizer_files
+
+    return tokenizer_files(model_dir)

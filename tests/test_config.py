@@ -1,0 +1,42 @@
+"""Run configs: YAML + overrides, typed, and errors that name the key."""
+
+import pytest
+
+from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_yaml
+
+
+def test_shipped_config_loads_with_uniter_defaults():
+    config = load_config("pretrain-uniter-mini")
+    assert isinstance(config, PretrainConfig)
+    assert config.optim.lr == 5e-5
+    assert config.optim.betas == (0.9, 0.98)
+    assert config.tasks.mix == {"itm": 2.0, "mlm": 2.0, "mrfr": 1.0, "mrckl": 1.0}
+
+
+def test_overrides_are_typed_and_applied_in_order():
+    config = load_config("pretrain-uniter-mini", ["train.steps=50", "optim.lr=1e-4", "train.steps=60"])
+    assert config.train.steps == 60
+    assert config.optim.lr == pytest.approx(1e-4)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"train\.stpes"):
+        load_config("pretrain-uniter-mini", ["train.stpes=50"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"train\.steps: expected int"):
+        load_config("pretrain-uniter-mini", ["train.steps=fifty"])
+
+
+def test_unknown_config_name_lists_shipped_ones():
+    with pytest.raises(ConfigError, match="pretrain-uniter-mini"):
+        load_config("no-such-config")
+
+
+def test_digest_identifies_the_resolved_config(tmp_path):
+    base = load_config("pretrain-uniter-mini")
+    path = tmp_path / "copy.yaml"
+    path.write_text(to_yaml(base))
+    assert digest(load_config(str(path))) == digest(base)
+    assert digest(load_config(str(path), ["train.seed=1"])) != digest(base)

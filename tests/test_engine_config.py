@@ -1,0 +1,50 @@
+"""DeepSpeed config selection and precision: what a CPU can check of the GPU paths."""
+
+import pytest
+
+from lottery.config import ConfigError, load_config
+from lottery.train.engine import build_ds_config, linear_warmup_decay, resolve_precision
+
+
+def test_auto_precision_is_bf16_on_a_bf16_gpu_and_fp32_on_cpu():
+    assert resolve_precision("auto", cuda=True, bf16_supported=True) == "bf16"
+    assert resolve_precision("auto", cuda=True, bf16_supported=False) == "fp32"
+    assert resolve_precision("auto", cuda=False, bf16_supported=False) == "fp32"
+
+
+def test_bf16_on_cpu_is_refused_not_faked():
+    with pytest.raises(ConfigError, match="bf16"):
+        resolve_precision("bf16", cuda=False, bf16_supported=False)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_ds_config_takes_the_stage_file_and_the_run_configs_batch(stage):
+    config = load_config("pretrain-uniter-mini", [f"train.zero_stage={stage}", "train.batch_size=7", "train.grad_accum=3"])
+    ds = build_ds_config(config.train, config.optim, "bf16")
+    assert ds["zero_optimization"]["stage"] == stage
+    assert ds["train_micro_batch_size_per_gpu"] == 7
+    assert ds["gradient_accumulation_steps"] == 3
+    assert ds["gradient_clipping"] == config.optim.grad_clip
+    assert ds["bf16"] == {"enabled": True}
+    assert "optimizer" not in ds
+
+
+def test_offload_config_is_stage_3_with_cpu_offload():
+    config = load_config("pretrain-uniter-mini", ["train.zero_stage=3", "train.ds_config=zero3_offload"])
+    ds = build_ds_config(config.train, config.optim, "fp32")
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["bf16"] == {"enabled": False}
+
+
+def test_ds_config_stage_mismatch_is_an_error():
+    config = load_config("pretrain-uniter-mini", ["train.zero_stage=2", "train.ds_config=zero3_offload"])
+    with pytest.raises(ConfigError, match="stage 3"):
+        build_ds_config(config.train, config.optim, "fp32")
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    factor = linear_warmup_decay(10, 110)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.5)
+    assert factor(110) == 0.0
