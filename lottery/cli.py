@@ -36,7 +36,7 @@ def _model_convert(args: argparse.Namespace) -> None:
     from lottery.models.uniter import convert_original, preset, save_pretrained
 
     model, report = convert_original(Path(args.from_original), preset(args.config))
-    print(report)
+    print(report.summary())
     save_pretrained(model, Path(args.out))
     print(f"converted {args.from_original} ({args.config}) to {args.out}")
 
@@ -71,12 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--feat-dim", type=int, default=2048, help="region feature size D")
     shapes.set_defaults(func=_data_shapes)
 
-    model = commands.add_parser("model", help="make model directories").add_subparsers(dest="what", required=True)
-    init = model.add_parser("init", help="UNITER with text side from a BERT (default: MiniLM-L6 -> uniter-mini)")
+    model = commands.add_parser("model", help="make model directories").add_subparsers(
+        dest="what", required=True
+    )
+    init = model.add_parser(
+        "init", help="UNITER with text side from a BERT (default: MiniLM-L6 -> uniter-mini)"
+    )
     init.add_argument("--from-bert", default="minilm", help="a Hugging Face BERT folder, or 'minilm'")
     init.add_argument("--out", required=True)
     init.add_argument("--img-dim", type=int, default=2048, help="region feature size (must match the data)")
-    init.add_argument("--data", default=None, help="a shards directory whose meta.json sets img-dim and classes")
+    init.add_argument(
+        "--data", default=None, help="a shards directory whose meta.json sets img-dim and classes"
+    )
     init.set_defaults(func=_model_init)
     convert = model.add_parser("convert", help="an original UNITER checkpoint (.pt state dict) to our format")
     convert.add_argument("--from-original", required=True)
@@ -89,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
     pretrain.set_defaults(func=_pretrain)
 
-    config = commands.add_parser("config", help="print a resolved run config").add_subparsers(dest="what", required=True)
+    config = commands.add_parser("config", help="print a resolved run config").add_subparsers(
+        dest="what", required=True
+    )
     show = config.add_parser("show")
     show.add_argument("--config", default="pretrain-uniter-mini")
     show.add_argument("overrides", nargs="*")

@@ -150,7 +150,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(names)}")
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(names)}"
+        )
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
 
 

@@ -43,7 +43,11 @@ def _slurm_master_addr(nodelist: str) -> str:
     """First host of the job's node list, as ``scontrol show hostnames`` expands it."""
     try:
         out = subprocess.run(
-            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True, timeout=30
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         ).stdout.split()
     except (OSError, subprocess.SubprocessError) as err:
         raise RuntimeError(

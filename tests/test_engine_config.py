@@ -19,7 +19,9 @@ def test_bf16_on_cpu_is_refused_not_faked():
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_ds_config_takes_the_stage_file_and_the_run_configs_batch(stage):
-    config = load_config("pretrain-uniter-mini", [f"train.zero_stage={stage}", "train.batch_size=7", "train.grad_accum=3"])
+    config = load_config(
+        "pretrain-uniter-mini", [f"train.zero_stage={stage}", "train.batch_size=7", "train.grad_accum=3"]
+    )
     ds = build_ds_config(config.train, config.optim, "bf16")
     assert ds["zero_optimization"]["stage"] == stage
     assert ds["train_micro_batch_size_per_gpu"] == 7

@@ -55,8 +55,12 @@ def test_mask_regions_hides_at_least_one_and_not_all():
 
 
 def test_mixer_is_the_same_on_every_rank_and_follows_the_ratio():
-    mixer = TaskMixer({"itm": 2, "mlm": 2, "mrfr": 1, "mrckl": 1}, seed=0, known={"itm", "mlm", "mrfr", "mrckl"})
-    again = TaskMixer({"itm": 2, "mlm": 2, "mrfr": 1, "mrckl": 1}, seed=0, known={"itm", "mlm", "mrfr", "mrckl"})
+    mixer = TaskMixer(
+        {"itm": 2, "mlm": 2, "mrfr": 1, "mrckl": 1}, seed=0, known={"itm", "mlm", "mrfr", "mrckl"}
+    )
+    again = TaskMixer(
+        {"itm": 2, "mlm": 2, "mrfr": 1, "mrckl": 1}, seed=0, known={"itm", "mlm", "mrfr", "mrckl"}
+    )
     draws = [mixer.task_for(i) for i in range(6000)]
     assert draws == [again.task_for(i) for i in range(6000)]
     assert abs(draws.count("itm") / 6000 - 1 / 3) < 0.03

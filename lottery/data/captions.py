@@ -22,9 +22,7 @@ SHAPE_WORDS: tuple[str, ...] = SHAPES
 RELATION_WORDS: tuple[str, ...] = ("left", "right", "above", "below")
 _FUNCTION_WORDS: tuple[str, ...] = ("a", "an", "the", "there", "is", "of")
 # Every word a caption can contain.
-WORDS: frozenset[str] = frozenset(
-    SIZE_WORDS + COLOUR_WORDS + SHAPE_WORDS + RELATION_WORDS + _FUNCTION_WORDS
-)
+WORDS: frozenset[str] = frozenset(SIZE_WORDS + COLOUR_WORDS + SHAPE_WORDS + RELATION_WORDS + _FUNCTION_WORDS)
 
 _ONE_OBJECT = ("{a}", "there is {a}")
 _TWO_OBJECTS = ("{a} is {rel} {b}", "there is {a} {rel} {the_b}", "{the_a} is {rel} {the_b}")
@@ -98,4 +96,3 @@ def _related_pair(scene: Scene, rng: np.random.Generator) -> tuple[int, int, tup
 
 def _indefinite(phrase: str) -> str:
     return f"an {phrase}" if phrase[0] in "aeiou" else f"a {phrase}"
-

@@ -11,6 +11,9 @@ One sample of a webdataset tar:
 Writers build a decoded sample (dict of Python objects and arrays), `validate_sample` it and
 `encode_sample` it; readers `decode_sample` then `validate_sample`, so a bad sample fails at the boundary
 with a `ShardError` that names the shard file, the sample key and the problem.
+
+A dataset is a directory of shards plus `meta.json`, written last, whose `shards` maps each split to
+its shard file names: readers trust only a directory that has it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+META_NAME = "meta.json"
 BOX_DIM = 7
 REQUIRED_FIELDS: tuple[str, ...] = ("json", "feat.npy", "box.npy")
 # Boxes come from float arithmetic in converters; allow rounding, not un-normalised pixel boxes.
@@ -93,7 +97,9 @@ def validate_sample(sample: dict[str, Any], shard: str) -> None:
             shard, key, f"box.npy has shape {box.shape}; expected ({regions}, {BOX_DIM}) to match feat.npy"
         )
     if box.min() < -_BOX_SLACK or box.max() > 1 + _BOX_SLACK:
-        raise shard_error(shard, key, f"box.npy values span [{box.min()}, {box.max()}]; boxes must be normalised to [0, 1]")
+        raise shard_error(
+            shard, key, f"box.npy values span [{box.min()}, {box.max()}]; boxes must be normalised to [0, 1]"
+        )
     if "soft.npy" in sample:
         soft = _array(sample, "soft.npy", np.float16, shard, key)
         if soft.ndim != 2 or soft.shape[0] != regions or soft.shape[1] < 1:
@@ -110,7 +116,9 @@ def _check_json(meta: Any, shard: str, key: str) -> None:
             raise shard_error(shard, key, f"json field {field!r} is {meta.get(field)!r}; expected a string")
     texts = meta.get("texts")
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
-        raise shard_error(shard, key, f"json field 'texts' is {texts!r}; expected a non-empty list of non-empty strings")
+        raise shard_error(
+            shard, key, f"json field 'texts' is {texts!r}; expected a non-empty list of non-empty strings"
+        )
 
 
 def _array(sample: dict[str, Any], field: str, dtype: type, shard: str, key: str) -> np.ndarray:

@@ -110,7 +110,9 @@ class Scene:
         for i, o in enumerate(data["objects"]):
             for field, allowed in (("shape", SHAPES), ("colour", COLOURS), ("size", SIZES)):
                 if o[field] not in allowed:
-                    raise ValueError(f"scene object {i}: unknown {field} {o[field]!r}; expected one of {allowed}")
+                    raise ValueError(
+                        f"scene object {i}: unknown {field} {o[field]!r}; expected one of {allowed}"
+                    )
             x1, y1, x2, y2 = (float(v) for v in o["box"])
             objects.append(Obj(o["shape"], o["colour"], o["size"], (x1, y1, x2, y2)))
         return cls(tuple(objects))

@@ -37,7 +37,9 @@ class TextVocab:
         )
 
 
-def mask_tokens(ids: Tensor, prob: float, vocab: TextVocab, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def mask_tokens(
+    ids: Tensor, prob: float, vocab: TextVocab, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """BERT's 80/10/10 rule on the tokens between [CLS] and [SEP]; at least one token is masked.
 
     Returns (masked ids, labels) where labels hold the original id at masked positions and -1 elsewhere.

@@ -19,7 +19,15 @@ from lottery.tasks.masking import IGNORE, TextVocab, mask_regions, mask_tokens
 from lottery.tasks.packing import pack, region_positions
 
 Batch = dict[str, Tensor]
-MODEL_INPUTS = ("input_ids", "position_ids", "img_feat", "img_pos_feat", "attn_masks", "gather_index", "img_masks")
+MODEL_INPUTS = (
+    "input_ids",
+    "position_ids",
+    "img_feat",
+    "img_pos_feat",
+    "attn_masks",
+    "gather_index",
+    "img_masks",
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +53,13 @@ def _encode(model: nn.Module, batch: Batch) -> Tensor:
 
 
 def collate_mlm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
-    masked, labels = zip(*(mask_tokens(_ids(ex), ctx.mask_prob, ctx.vocab, generator) for ex in examples), strict=True)
+    masked, labels = zip(
+        *(mask_tokens(_ids(ex), ctx.mask_prob, ctx.vocab, generator) for ex in examples), strict=True
+    )
     batch = pack(list(masked), [ex.feat for ex in examples], [ex.box for ex in examples])
-    batch["txt_labels"] = torch.nn.utils.rnn.pad_sequence(list(labels), batch_first=True, padding_value=IGNORE)
+    batch["txt_labels"] = torch.nn.utils.rnn.pad_sequence(
+        list(labels), batch_first=True, padding_value=IGNORE
+    )
     return batch
 
 

@@ -28,7 +28,9 @@ def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
     if requested == "auto":
         return "bf16" if cuda and bf16_supported else "fp32"
     if requested == "bf16" and not (cuda and bf16_supported):
-        raise ConfigError("train.precision=bf16 needs a GPU with bf16 support; use auto or fp32 on this machine")
+        raise ConfigError(
+            "train.precision=bf16 needs a GPU with bf16 support; use auto or fp32 on this machine"
+        )
     return requested
 
 
@@ -76,7 +78,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        skip = name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name or name.endswith("net.2.weight")
+        skip = (
+            name.endswith(".bias")
+            or "LayerNorm" in name
+            or "layer_norm" in name
+            or name.endswith("net.2.weight")
+        )
         (no_decay if skip else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
@@ -103,12 +110,16 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig):
     import deepspeed
 
     precision = resolve_precision(
-        train.precision, torch.cuda.is_available(), torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        train.precision,
+        torch.cuda.is_available(),
+        torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     )
     optimizer = torch.optim.AdamW(
         param_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas, eps=optim.eps
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(optim.warmup_steps, train.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_warmup_decay(optim.warmup_steps, train.steps)
+    )
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,

@@ -28,7 +28,9 @@ class MetricsLog:
         """Drop records of steps after ``step`` (atomically: temp file, then rename)."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = [
+            line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+        ]
         tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)

@@ -40,7 +40,9 @@ def micro_seed(seed: int, rank: int, micro_step: int) -> int:
     return (seed * 1_000_003 + rank) * 10_000_019 + micro_step
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def to_device(
+    batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """Move a batch to the engine's device; float inputs take the model's dtype (bf16 on GPU)."""
     moved = {}
     for key, value in batch.items():
@@ -88,7 +90,7 @@ def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtyp
     world, rank = dist.world_size(), dist.rank()
     usable = len(batches) - len(batches) % world
     for index in range(rank, usable, world):
-        for offset, (name, task) in enumerate(sorted(TASKS.items())):
+        for offset, (_, task) in enumerate(sorted(TASKS.items())):
             generator = torch.Generator().manual_seed(VAL_SEED + 10 * index + offset)
             batch = to_device(task.collate(batches[index], ctx, generator), engine.device, dtype)
             _, stats = engine(batch, task)
@@ -116,7 +118,9 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
     data_dir = ensure_data(config.data)
     model_dir = ensure_model(config.model, data_dir)
     tokenizer = load_tokenizer(model_dir)
-    ctx = CollateContext(TextVocab.from_tokenizer(tokenizer), config.tasks.mask_prob, config.tasks.itm_neg_prob)
+    ctx = CollateContext(
+        TextVocab.from_tokenizer(tokenizer), config.tasks.mask_prob, config.tasks.itm_neg_prob
+    )
     mixer = TaskMixer(config.tasks.mix, train.seed, set(TASKS))
 
     from lottery.models.uniter import from_pretrained
@@ -132,6 +136,13 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
         metrics.truncate_after(start)
         if main:
             print(f"resumed from the checkpoint at step {start}", flush=True)
+    if start >= train.steps and (run_dir / "model" / "config.json").is_file():
+        if main:
+            print(
+                f"{run_dir} is complete ({train.steps} steps); its model is {run_dir / 'model'}", flush=True
+            )
+        dist.shutdown()
+        return {}
 
     val = list(
         itertools.islice(
@@ -180,7 +191,9 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             task = TASKS[mixer.task_for(micro_step)]
             seed = micro_seed(train.seed, dist.rank(), micro_step)
             torch.manual_seed(seed)
-            batch = to_device(task.collate(next(batches), ctx, torch.Generator().manual_seed(seed)), engine.device, dtype)
+            batch = to_device(
+                task.collate(next(batches), ctx, torch.Generator().manual_seed(seed)), engine.device, dtype
+            )
             loss, _ = engine(batch, task)
             engine.backward(loss)
             engine.step()
@@ -214,7 +227,9 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             save_pretrained(final, run_dir / "model", extra_files=_tokenizer_files(model_dir))
             print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
     elif main:
-        print(f"stopped after step {stop_at} of {train.steps}; rerun the same command to continue", flush=True)
+        print(
+            f"stopped after step {stop_at} of {train.steps}; rerun the same command to continue", flush=True
+        )
     dist.shutdown()
     return result
 

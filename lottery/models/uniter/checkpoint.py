@@ -56,7 +56,9 @@ def save_pretrained(
     extra_files = dict(extra_files or {})
     for name, source in extra_files.items():
         if name in (CONFIG_FILE, WEIGHTS_FILE) or Path(name).name != name:
-            raise ValueError(f"extra file name {name!r} must be a plain file name other than {CONFIG_FILE}/{WEIGHTS_FILE}")
+            raise ValueError(
+                f"extra file name {name!r} must be a plain file name other than {CONFIG_FILE}/{WEIGHTS_FILE}"
+            )
         if not Path(source).is_file():
             raise FileNotFoundError(f"extra file {name!r}: {source} does not exist")
 
@@ -65,9 +67,13 @@ def save_pretrained(
     tmp_dir.mkdir(parents=True)
     try:
         tensors = {
-            key: value.detach().contiguous() for key, value in model.state_dict().items() if key not in TIED_WEIGHTS
+            key: value.detach().contiguous()
+            for key, value in model.state_dict().items()
+            if key not in TIED_WEIGHTS
         }
-        save_file(tensors, tmp_dir / WEIGHTS_FILE, metadata={"format": "pt", "tied": json.dumps(TIED_WEIGHTS)})
+        save_file(
+            tensors, tmp_dir / WEIGHTS_FILE, metadata={"format": "pt", "tied": json.dumps(TIED_WEIGHTS)}
+        )
         for name, source in extra_files.items():
             shutil.copyfile(source, tmp_dir / name)
         (tmp_dir / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")

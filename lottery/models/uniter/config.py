@@ -75,7 +75,9 @@ class UniterConfig:
             )
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"UniterConfig {self.name!r}: {key}={getattr(self, key)!r} must be in [0, 1)")
+                raise ValueError(
+                    f"UniterConfig {self.name!r}: {key}={getattr(self, key)!r} must be in [0, 1)"
+                )
 
     def to_bert_config(self) -> BertConfig:
         """The BertConfig that the transformers encoder, pooler and MLM transform are built from."""

@@ -51,7 +51,10 @@ def load_original_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The name -> tensor dict of an original checkpoint, read without unpickling arbitrary objects."""
     if not path.is_file():
         raise FileNotFoundError(f"original UNITER checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged file fails anywhere in the unpickler; name the file
+        raise ValueError(f"{path}: not a weights-only torch checkpoint: {err}") from err
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from lottery.models.uniter.checkpoint import shape_mismatches
 from lottery.models.uniter.config import UniterConfig
+from lottery.models.uniter.convert import normalise_key
 from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
 
 MINILM = "minilm"
@@ -68,13 +69,17 @@ def bert_uniter_config(bert_dir: Path, name: str, img_dim: int, num_region_class
         raise FileNotFoundError(f"{config_path} is missing; is {bert_dir} a Hugging Face BERT folder?")
     hf = json.loads(config_path.read_text())
     if hf.get("model_type") != "bert":
-        raise ValueError(f"{config_path}: model_type is {hf.get('model_type')!r}; UNITER needs a 'bert' model")
+        raise ValueError(
+            f"{config_path}: model_type is {hf.get('model_type')!r}; UNITER needs a 'bert' model"
+        )
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(
             f"{config_path}: position_embedding_type {hf['position_embedding_type']!r}; UNITER uses 'absolute'"
         )
     ours = ("name", "img_dim", "num_region_classes")
-    values = {f.name: hf[f.name] for f in dataclasses.fields(UniterConfig) if f.name in hf and f.name not in ours}
+    values = {
+        f.name: hf[f.name] for f in dataclasses.fields(UniterConfig) if f.name in hf and f.name not in ours
+    }
     try:
         return UniterConfig(name=name, img_dim=img_dim, num_region_classes=num_region_classes, **values)
     except (TypeError, ValueError) as err:
@@ -94,11 +99,7 @@ def load_bert_weights(bert_dir: Path) -> dict[str, torch.Tensor]:
 
 def uniter_key(bert_key: str) -> str | None:
     """Our name for a BERT parameter, or None for the keys UNITER has no place for (SKIPPED_*)."""
-    key = bert_key.removeprefix("bert.")
-    if key.endswith(".gamma"):
-        key = key.removesuffix(".gamma") + ".weight"
-    elif key.endswith(".beta"):
-        key = key.removesuffix(".beta") + ".bias"
+    key = normalise_key(bert_key).removeprefix("bert.")
     if key in SKIPPED_KEYS or key.startswith(SKIPPED_PREFIXES):
         return None
     if key.startswith(("embeddings.", "encoder.", "pooler.")):

@@ -10,6 +10,8 @@ DeepSpeed ZeRO-3 gathers a module's parameters only in its forward hooks.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -133,7 +135,9 @@ class UniterModel(nn.Module):
         (img_feat None) or regions only (input_ids None) L is T or N and gather_index is unused.
         """
         if input_ids is None and img_feat is None:
-            raise ValueError("UniterModel.forward: input_ids and img_feat are both None; give text, regions or both")
+            raise ValueError(
+                "UniterModel.forward: input_ids and img_feat are both None; give text, regions or both"
+            )
         txt_emb = None if input_ids is None else self.embeddings(input_ids, position_ids, txt_type_ids)
         img_emb = None
         if img_feat is not None:
@@ -228,10 +232,12 @@ class RegionClassification(nn.Module):
 
 
 class UniterForPretraining(nn.Module):
-    """UNITER with its pre-training heads; the task code calls the parts, there is no forward.
+    """UNITER with its pre-training heads. ``forward(batch, task)`` hands itself to the task's loss.
 
-    MLM: `cls(seq)`; MRFR: `feat_regress(h)`; MRC: `region_classifier(h)`; ITM:
-    `itm_output(uniter.pooler(seq))`, where `seq = uniter(...)`.
+    The task code calls the parts: MLM: `cls(seq)`; MRFR: `feat_regress(h)`; MRC: `region_classifier(h)`;
+    ITM: `itm_output(uniter.pooler(seq))`, where `seq = uniter(...)`. Going through ``forward`` (and
+    so through the DeepSpeed engine's ``__call__``) keeps every head a module call, which ZeRO-3 needs
+    to gather its parameters.
     """
 
     def __init__(self, config: UniterConfig) -> None:
@@ -242,11 +248,19 @@ class UniterForPretraining(nn.Module):
         self.feat_regress = RegionFeatureRegression(config, self.uniter.img_embeddings.img_linear.weight)
         self.region_classifier = RegionClassification(config)
         self.itm_output = nn.Linear(config.hidden_size, 2)
-        # `cls` is left out: its only weights are the tied decoder (already initialised) and zero bias,
-        # plus the transform, which is initialised here on its own.
-        for head in (self.cls.predictions.transform, self.feat_regress.net, self.region_classifier, self.itm_output):
+        # Only the new layers: applying to all of `cls` would redraw the tied word embeddings.
+        for head in (
+            self.cls.predictions.transform,
+            self.feat_regress.net,
+            self.region_classifier,
+            self.itm_output,
+        ):
             head.apply(lambda m: init_weights(m, config.initializer_range))
         self.tie_weights()
+
+    def forward(self, batch: dict[str, Tensor], task: Any) -> tuple[Tensor, dict[str, float]]:
+        """``task.loss(self, batch) -> (loss, stats)``: the task, not the model, knows its loss."""
+        return task.loss(self, batch)
 
     def tie_weights(self) -> None:
         """Make every alias in TIED_WEIGHTS the same Parameter as its owner; call after loading."""

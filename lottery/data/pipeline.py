@@ -1,0 +1,182 @@
+"""Read shards as batches of `Example`s: node split -> worker split -> read -> decode and validate -> batch -> tokenise.
+
+Training reads an infinite stream, so every rank can run the same number of steps however unevenly the
+shards divide, and the stream is a function of (urls, seed, rank, world_size) alone, so a resumed run
+that skips the batches it already consumed sees the same data as an uninterrupted one. Evaluation
+reads one ordered pass over all shards on every rank.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from transformers import AutoTokenizer
+
+from lottery.data.schema import META_NAME, decode_sample, shard_error, validate_sample
+
+
+@dataclass(frozen=True)
+class Example:
+    """One decoded sample, ready for a model adapter; float tensors are float32."""
+
+    key: str
+    input_ids: list[int]  # texts[0] as [CLS] ... [SEP], at most max_text_len ids
+    feat: torch.Tensor  # (N, D)
+    box: torch.Tensor  # (N, 7)
+    soft: torch.Tensor | None  # (N, C), when the shard has detector scores
+    meta: dict[str, Any]  # the sample's json: texts, scene, task fields
+
+
+def shard_urls(data_dir: Path, split: str) -> list[str]:
+    """The shard files of `split`, sorted, as listed by the dataset's meta.json.
+
+    meta.json is written last, so its absence means the dataset is unfinished (or not a dataset).
+    """
+    data_dir = Path(data_dir)
+    meta_path = data_dir / META_NAME
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{data_dir}: no {META_NAME}, so this is not a finished dataset (its writer stops before "
+            "writing it last); build it again, e.g. `lottery data shapes --out DIR`"
+        )
+    try:
+        names = json.loads(meta_path.read_text())["shards"][split]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{meta_path}: lists no shards for split {split!r} ({exc!r})") from exc
+    if not names:
+        raise ValueError(f"{meta_path}: the split {split!r} has no shards")
+    missing = [n for n in names if not (data_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{data_dir}: shards listed in {META_NAME} are missing: {missing}; rebuild the dataset"
+        )
+    return sorted(str(data_dir / n) for n in names)
+
+
+def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
+    """The shards rank `rank` reads: every `world_size`-th, starting at its rank (disjoint, covering)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    if world_size > len(urls):
+        raise ValueError(
+            f"{len(urls)} shard(s) cannot feed {world_size} ranks (first: {urls[0] if urls else 'none'}); "
+            "write the dataset with fewer samples per shard or run on fewer ranks"
+        )
+    return urls[rank::world_size]
+
+
+def example_stream(
+    urls: list[str],
+    *,
+    rank: int,
+    world_size: int,
+    tokenizer_dir: Path,
+    batch_size: int,
+    max_text_len: int = 60,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> Iterable[list[Example]]:
+    """An infinite stream of training batches for this rank; each iteration starts it afresh.
+
+    Shards go to ranks by `rank_shards`; each epoch the rank's shards are permuted by (seed, epoch),
+    and with `num_workers` > 0 (capped at the rank's shard count) each worker reads every
+    `num_workers`-th shard of that sequence, and the loader interleaves the workers' batches in a
+    fixed order. A bad sample or unreadable shard raises `ShardError` naming the shard and key.
+    """
+    mine = rank_shards(urls, rank, world_size)
+    pipeline = wds.DataPipeline(
+        partial(_epochs, mine, seed),
+        wds.split_by_worker,
+        _read_shards,
+        wds.map(_checked),
+        wds.batched(batch_size, collation_fn=None, partial=False),
+        partial(_examples, tokenizer_dir=tokenizer_dir, max_text_len=max_text_len),
+    )
+    workers = min(num_workers, len(mine))
+    if workers == 0:
+        return pipeline
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers)
+
+
+def eval_batches(
+    urls: list[str],
+    *,
+    tokenizer_dir: Path,
+    max_text_len: int,
+    batch_size: int,
+    limit: int | None = None,
+) -> Iterable[list[Example]]:
+    """One pass over `urls` in order, in one process and not split by rank, so every rank sees the
+    same samples; `limit` stops after that many samples. The last batch may be short."""
+    stages: list[Any] = [partial(_once, urls), _read_shards, wds.map(_checked)]
+    if limit is not None:
+        stages.append(wds.slice(limit))
+    stages += [
+        wds.batched(batch_size, collation_fn=None, partial=True),
+        partial(_examples, tokenizer_dir=tokenizer_dir, max_text_len=max_text_len),
+    ]
+    return wds.DataPipeline(*stages)
+
+
+def _once(urls: list[str]) -> Iterator[dict[str, str]]:
+    for url in urls:
+        yield {"url": url}
+
+
+def _epochs(urls: list[str], seed: int) -> Iterator[dict[str, str]]:
+    for epoch in itertools.count():
+        for i in np.random.default_rng([seed, epoch]).permutation(len(urls)):
+            yield {"url": urls[i]}
+
+
+def _read_shards(sources: Iterable[dict[str, str]]) -> Iterator[dict[str, Any]]:
+    """Raw samples of each shard; a tar that cannot be read becomes a ShardError naming it."""
+    for source in sources:
+        url = source["url"]
+        try:
+            yield from wds.tarfile_samples([{"url": url}])
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise shard_error(url, None, f"cannot read the tar ({exc})") from exc
+
+
+def _checked(raw: dict[str, Any]) -> dict[str, Any]:
+    shard = raw["__url__"]
+    sample = decode_sample(raw, shard)
+    validate_sample(sample, shard)
+    return sample
+
+
+def _examples(
+    batches: Iterable[list[dict[str, Any]]], *, tokenizer_dir: Path, max_text_len: int
+) -> Iterator[list[Example]]:
+    """Tokenise texts[0] of each sample; the tokenizer loads once per worker, on its first batch."""
+    tokenizer = None
+    for batch in batches:
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        ids = tokenizer([s["json"]["texts"][0] for s in batch], truncation=True, max_length=max_text_len)[
+            "input_ids"
+        ]
+        yield [_example(sample, input_ids) for sample, input_ids in zip(batch, ids, strict=True)]
+
+
+def _example(sample: dict[str, Any], input_ids: list[int]) -> Example:
+    soft = sample.get("soft.npy")
+    return Example(
+        key=sample["__key__"],
+        input_ids=input_ids,
+        feat=torch.from_numpy(sample["feat.npy"].astype(np.float32)),
+        box=torch.from_numpy(sample["box.npy"].astype(np.float32)),  # a copy: np.load gave a read-only view
+        soft=None if soft is None else torch.from_numpy(soft.astype(np.float32)),
+        meta=sample["json"],
+    )

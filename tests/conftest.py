@@ -1,0 +1,86 @@
+"""Shared fixtures: a small shapes world, a uniter-mini built for it, and a launcher runner.
+
+The distributed tests start real ranks through the real launchers (deepspeed, accelerate, torchrun)
+as subprocesses, on small data, so each run takes tens of seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    from lottery.data.shards import ShapesConfig, build_shapes
+
+    out = tmp_path_factory.mktemp("data") / "shapes"
+    return build_shapes(
+        out, ShapesConfig(seed=0, train_samples=512, val_samples=64, samples_per_shard=128, feat_dim=256)
+    )
+
+
+@pytest.fixture(scope="session")
+def mini_model_dir(tmp_path_factory, shapes_dir) -> Path:
+    from lottery.train.assets import build_model_from_bert
+
+    return build_model_from_bert(
+        "minilm", tmp_path_factory.mktemp("models") / "uniter-mini", data_dir=shapes_dir
+    )
+
+
+@pytest.fixture(scope="session")
+def deepspeed_ops() -> None:
+    """Build DeepSpeed's CPU shared-memory comm op once, before launched ranks race to build it."""
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        builder.load()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a launcher command from the repo root; on failure show its output, which names the cause."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def quick_overrides(run_dir: Path, shapes_dir: Path, model_dir: Path, **extra: object) -> list[str]:
+    """A pre-training run small enough for CI: 12 steps of batch 8 on the small shapes world."""
+    values: dict[str, object] = {
+        "run_dir": run_dir,
+        "data.dir": shapes_dir,
+        "model.dir": model_dir,
+        "data.num_workers": 0,
+        "train.steps": 12,
+        "train.batch_size": 8,
+        "train.val_batches": 4,
+        "train.val_every": 12,
+        "train.ckpt_every": 12,
+        "train.log_every": 1,
+        "optim.lr": 1e-4,
+        "optim.warmup_steps": 2,
+    }
+    values.update(extra)
+    return [f"{key}={value}" for key, value in values.items()]
