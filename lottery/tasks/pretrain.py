@@ -73,7 +73,7 @@ def loss_mlm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     loss = F.cross_entropy(logits, targets)
     count = float(targets.numel())
     correct = float((logits.argmax(-1) == targets).sum())
-    return loss, {"mlm_loss_sum": float(loss) * count, "mlm_correct_sum": correct, "mlm_count": count}
+    return loss, {"mlm_loss_sum": float(loss.detach()) * count, "mlm_correct_sum": correct, "mlm_count": count}
 
 
 def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
@@ -101,7 +101,7 @@ def loss_itm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     loss = F.cross_entropy(logits, targets)
     count = float(targets.numel())
     correct = float((logits.argmax(-1) == targets).sum())
-    return loss, {"itm_loss_sum": float(loss) * count, "itm_correct_sum": correct, "itm_count": count}
+    return loss, {"itm_loss_sum": float(loss.detach()) * count, "itm_correct_sum": correct, "itm_count": count}
 
 
 def collate_mrm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
@@ -127,7 +127,7 @@ def loss_mrfr(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]
     predicted = model.feat_regress(_masked_region_outputs(model, batch)).float()
     loss = F.mse_loss(predicted, batch["feat_targets"].float())
     count = float(predicted.size(0))
-    return loss, {"mrfr_loss_sum": float(loss) * count, "mrfr_count": count}
+    return loss, {"mrfr_loss_sum": float(loss.detach()) * count, "mrfr_count": count}
 
 
 def loss_mrckl(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -137,7 +137,7 @@ def loss_mrckl(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]
     logits = model.region_classifier(_masked_region_outputs(model, batch)).float()
     loss = F.kl_div(F.log_softmax(logits, dim=-1), batch["soft_targets"].float(), reduction="batchmean")
     count = float(logits.size(0))
-    return loss, {"mrckl_loss_sum": float(loss) * count, "mrckl_count": count}
+    return loss, {"mrckl_loss_sum": float(loss.detach()) * count, "mrckl_count": count}
 
 
 TASKS: dict[str, PretrainTask] = {
