@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lottery.ticket_cli import add_ticket_commands
+
 
 def _data_shapes(args: argparse.Namespace) -> None:
     from lottery.data.shards import ShapesConfig, build_shapes
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", default="pretrain-uniter-mini")
     show.add_argument("overrides", nargs="*")
     show.set_defaults(func=_config_show)
+    add_ticket_commands(commands)
     return parser
 
 

@@ -165,13 +165,40 @@ def broadcast_bytes(payload: bytes | None, src: int = 0) -> bytes:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         assert payload is not None
         return payload
-    size = torch.tensor([len(payload) if dist.get_rank() == src else 0], dtype=torch.long)
+    device = comm_device()
+    size = torch.tensor([len(payload) if dist.get_rank() == src else 0], dtype=torch.long, device=device)
     dist.broadcast(size, src=src)
-    buffer = torch.empty(int(size.item()), dtype=torch.uint8)
+    buffer = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
     if dist.get_rank() == src:
         buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
     dist.broadcast(buffer, src=src)
-    return buffer.numpy().tobytes()
+    return buffer.cpu().numpy().tobytes()
+
+
+def comm_device() -> torch.device:
+    """Where collective tensors must live: the current GPU under NCCL, else the CPU (gloo, ccl)."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Elementwise sum over all ranks (collective), returned on the tensor's own device."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    moved = tensor.to(comm_device())
+    dist.all_reduce(moved)
+    return moved.to(tensor.device)
+
+
+def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """(world, *shape): every rank's equally shaped tensor, stacked in rank order (collective)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor.unsqueeze(0)
+    moved = tensor.contiguous().to(comm_device())
+    out = torch.empty((dist.get_world_size(), *moved.shape), dtype=moved.dtype, device=moved.device)
+    dist.all_gather(list(out.unbind(0)), moved)
+    return out.to(tensor.device)
 
 
 def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
@@ -179,19 +206,21 @@ def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return dict(values)
     keys = sorted(values)
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=comm_device())
     dist.all_reduce(tensor)
     return dict(zip(keys, tensor.tolist(), strict=True))
 
 
 __all__ = [
     "LaunchEnv",
+    "all_gather_tensor",
     "all_reduce_sum",
+    "all_reduce_tensor",
     "barrier",
     "backend_name",
     "broadcast_bytes",
     "broadcast_object",
+    "comm_device",
     "init",
     "is_main",
     "rank",

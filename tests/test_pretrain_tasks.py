@@ -11,22 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny import TINY
 
-from lottery.models.uniter import UniterConfig, UniterForPretraining
+from lottery.models.uniter import UniterForPretraining
 from lottery.tasks.masking import TextVocab
-from lottery.tasks.pretrain import TASKS, CollateContext
+from lottery.tasks.pretrain import TASKS, CollateContext, summarise
 
-VOCAB = TextVocab(size=60, pad_id=0, cls_id=1, sep_id=2, mask_id=3, first_word_id=5)
-TINY = UniterConfig(
-    name="tiny",
-    vocab_size=VOCAB.size,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    img_dim=16,
-    num_region_classes=5,
-)
+VOCAB = TextVocab(size=100, pad_id=0, cls_id=1, sep_id=2, mask_id=3, first_word_id=5)
 
 
 def _examples(count: int, seed: int = 0) -> list[SimpleNamespace]:
@@ -82,3 +73,11 @@ def test_task_overfits_one_batch(task_name):
     assert float(last) < 0.2 * float(first), (float(first), float(last))
     if f"{task_name}_correct_sum" in stats:
         assert stats[f"{task_name}_correct_sum"] == stats[f"{task_name}_count"]
+
+
+def test_summary_reports_accuracy_only_for_classification_tasks():
+    sums = {key: 2.0 for task in TASKS.values() for key in task.stat_keys()}
+    metrics = summarise(sums)
+    assert metrics["mlm_acc"] == 1.0 and metrics["itm_acc"] == 1.0
+    assert "mrfr_acc" not in metrics and "mrckl_acc" not in metrics
+    assert metrics["loss"] == 1.0

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tiny import TINY
 from torch import nn
 
 from lottery.models.uniter import (
     TIED_WEIGHTS,
-    UniterConfig,
     UniterForPretraining,
     convert_original,
     from_pretrained,
@@ -25,16 +25,6 @@ from lottery.models.uniter import (
 from lottery.models.uniter.from_bert import resolve_bert_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TINY = UniterConfig(
-    name="tiny",
-    vocab_size=100,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    img_dim=16,
-    num_region_classes=5,
-)
 HEAD_PREFIXES = ("cls.", "feat_regress.", "region_classifier.", "itm_output.", "uniter.pooler.")
 
 

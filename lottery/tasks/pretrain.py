@@ -42,6 +42,11 @@ class PretrainTask:
     name: str
     collate: Callable[[list, CollateContext, torch.Generator], Batch]
     loss: Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
+    has_accuracy: bool  # whether its stats carry `<name>_correct_sum`
+
+    def stat_keys(self) -> tuple[str, ...]:
+        kinds = ("loss_sum", "correct_sum", "count") if self.has_accuracy else ("loss_sum", "count")
+        return tuple(f"{self.name}_{kind}" for kind in kinds)
 
 
 def _ids(example) -> Tensor:
@@ -73,7 +78,11 @@ def loss_mlm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     loss = F.cross_entropy(logits, targets)
     count = float(targets.numel())
     correct = float((logits.argmax(-1) == targets).sum())
-    return loss, {"mlm_loss_sum": float(loss.detach()) * count, "mlm_correct_sum": correct, "mlm_count": count}
+    return loss, {
+        "mlm_loss_sum": float(loss.detach()) * count,
+        "mlm_correct_sum": correct,
+        "mlm_count": count,
+    }
 
 
 def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
@@ -101,7 +110,11 @@ def loss_itm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     loss = F.cross_entropy(logits, targets)
     count = float(targets.numel())
     correct = float((logits.argmax(-1) == targets).sum())
-    return loss, {"itm_loss_sum": float(loss.detach()) * count, "itm_correct_sum": correct, "itm_count": count}
+    return loss, {
+        "itm_loss_sum": float(loss.detach()) * count,
+        "itm_correct_sum": correct,
+        "itm_count": count,
+    }
 
 
 def collate_mrm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
@@ -141,10 +154,10 @@ def loss_mrckl(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]
 
 
 TASKS: dict[str, PretrainTask] = {
-    "mlm": PretrainTask("mlm", collate_mlm, loss_mlm),
-    "itm": PretrainTask("itm", collate_itm, loss_itm),
-    "mrfr": PretrainTask("mrfr", collate_mrm, loss_mrfr),
-    "mrckl": PretrainTask("mrckl", collate_mrm, loss_mrckl),
+    "mlm": PretrainTask("mlm", collate_mlm, loss_mlm, has_accuracy=True),
+    "itm": PretrainTask("itm", collate_itm, loss_itm, has_accuracy=True),
+    "mrfr": PretrainTask("mrfr", collate_mrm, loss_mrfr, has_accuracy=False),
+    "mrckl": PretrainTask("mrckl", collate_mrm, loss_mrckl, has_accuracy=False),
 }
 
 

@@ -96,7 +96,7 @@ def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtyp
             _, stats = engine(batch, task)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
-    keys = sorted({f"{n}_{s}" for n in TASKS for s in ("loss_sum", "correct_sum", "count")})
+    keys = sorted(key for task in TASKS.values() for key in task.stat_keys())
     sums = dist.all_reduce_sum({k: sums.get(k, 0.0) for k in keys})
     engine.train()
     return summarise(sums)

@@ -10,6 +10,7 @@ DeepSpeed ZeRO-3 gathers a module's parameters only in its forward hooks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from transformers.models.bert.modeling_bert import BertEncoder, BertPooler, BertPredictionHeadTransform
 
 from lottery.models.uniter.config import UniterConfig
+from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
 
 # alias -> owner: each alias is the very same Parameter as its owner. `state_dict()` lists both names
 # (as the original checkpoint does); our safetensors files store the owner only.
@@ -261,6 +263,14 @@ class UniterForPretraining(nn.Module):
     def forward(self, batch: dict[str, Tensor], task: Any) -> tuple[Tensor, dict[str, float]]:
         """``task.loss(self, batch) -> (loss, stats)``: the task, not the model, knows its loss."""
         return task.loss(self, batch)
+
+    def prunable(self, scope: Sequence[str] = DEFAULT_SCOPE) -> list[str]:
+        """The parameter names IMP may prune, in registration order (the ticket's order)."""
+        return list(prunable_parameters(self, scope))
+
+    def fingerprint(self, scope: Sequence[str] = DEFAULT_SCOPE) -> str:
+        """sha256 over the prunable names and shapes: a ticket cut from another model will not match."""
+        return model_fingerprint(self, scope)
 
     def tie_weights(self) -> None:
         """Make every alias in TIED_WEIGHTS the same Parameter as its owner; call after loading."""

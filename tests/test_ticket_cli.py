@@ -1,0 +1,328 @@
+"""`lottery ticket ...` on a tiny UNITER model directory, in process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.utils import prune
+
+from lottery.models.uniter import UniterConfig, UniterForPretraining, from_pretrained, save_pretrained
+from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
+from lottery.ticket_cli import main, print_table
+from lottery.tickets import STORE_ENV, TicketStore
+
+TINY = UniterConfig(
+    name="tiny",
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    img_dim=16,
+    num_region_classes=5,
+)
+# 2 layers x (4 x 32x32 + 2 x 32x64) + the 32x32 pooler
+PRUNABLE_WEIGHTS = 2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 32
+
+
+def save_tiny(path: Path, config: UniterConfig = TINY, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    return save_pretrained(UniterForPretraining(config), path)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    out = save_tiny(tmp_path_factory.mktemp("models") / "tiny")
+    (out / "vocab.txt").write_text("[PAD]\n")  # stands for the tokenizer files apply must carry along
+    return out
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `lottery ticket <argv>`."""
+    try:
+        main(["ticket", *argv])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cut(capsys, store: Path, model_dir: Path, *extra: str) -> str:
+    code, out, err = run(capsys, "cut", "--model", str(model_dir), "--store", str(store), *extra)
+    assert code == 0, err
+    return out.strip()
+
+
+def test_cut_prints_the_id_of_a_ticket_at_the_asked_sparsity_that_fits_the_model(
+    capsys, tmp_path, model_dir
+) -> None:
+    ticket_id = cut(
+        capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6", "--alias", "tiny/s60"
+    )
+    ticket = TicketStore(tmp_path).load("tiny/s60")
+    assert ticket.id == ticket_id
+    assert ticket.masks.total == PRUNABLE_WEIGHTS == 17408
+    assert ticket.masks.total - ticket.masks.kept == round(0.6 * 17408) == 10445
+    model = from_pretrained(model_dir)
+    assert ticket.masks.fingerprint == model_fingerprint(model, DEFAULT_SCOPE)
+    assert list(ticket.masks.masks) == list(prunable_parameters(model))
+    assert (ticket.meta.family, ticket.meta.model, ticket.meta.method) == ("uniter", "tiny", "magnitude")
+    assert len(ticket.meta.config_digest) == 64
+
+
+def test_cut_twice_gives_the_same_id_and_another_seed_another_ticket(capsys, tmp_path, model_dir) -> None:
+    first = cut(capsys, tmp_path, model_dir, "--method", "random", "--sparsity", "0.5", "--seed", "1")
+    again = cut(capsys, tmp_path, model_dir, "--method", "random", "--sparsity", "0.5", "--seed", "1")
+    other = cut(capsys, tmp_path, model_dir, "--method", "random", "--sparsity", "0.5", "--seed", "2")
+    assert first == again != other
+    assert TicketStore(tmp_path).ids() == sorted({first, other})
+
+
+def test_nm_cut_keeps_2_of_every_4(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "nm", "--n", "2", "--m", "4")
+    masks = TicketStore(tmp_path).load(ticket_id).masks
+    assert masks.sparsity == 0.5
+    for mask in masks.masks.values():
+        assert (mask.reshape(-1, 4).sum(dim=1) == 2).all()
+
+
+def test_cut_without_sparsity_or_with_an_unknown_method_is_a_one_line_error(
+    capsys, tmp_path, model_dir
+) -> None:
+    code, _, err = run(
+        capsys, "cut", "--model", str(model_dir), "--store", str(tmp_path), "--method", "magnitude"
+    )
+    assert code == 2
+    assert err == "lottery ticket cut: error: --sparsity is required for method 'magnitude'\n"
+    code, _, err = run(
+        capsys, "cut", "--model", str(model_dir), "--store", str(tmp_path), "--method", "bogus"
+    )
+    assert code == 2
+    assert err == (
+        "lottery ticket cut: error: unknown pruning method 'bogus'; "
+        "choose one of magnitude, magnitude-layerwise, random, nm\n"
+    )
+
+
+def test_the_store_defaults_to_the_environment_then_to_tickets_in_cwd(
+    capsys, tmp_path, model_dir, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    code, out, _ = run(capsys, "cut", "--model", str(model_dir), "--method", "magnitude", "--sparsity", "0.3")
+    assert code == 0 and TicketStore(tmp_path / "tickets").ids() == [out.strip()]
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "shared"))
+    code, out, _ = run(capsys, "cut", "--model", str(model_dir), "--method", "magnitude", "--sparsity", "0.4")
+    assert code == 0 and TicketStore(tmp_path / "shared").ids() == [out.strip()]
+
+
+def test_show_prints_metadata_and_per_layer_sparsity(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(
+        capsys, tmp_path, model_dir, "--method", "magnitude-layerwise", "--sparsity", "0.25", "--alias", "t/a"
+    )
+    code, out, _ = run(capsys, "show", "t/a", "--store", str(tmp_path))
+    assert code == 0
+    assert f"ticket         {ticket_id}" in out
+    assert "aliases        t/a" in out
+    assert "model          uniter tiny" in out
+    assert "sparsity       25.00% (4352 of 17408 pruned)" in out
+    for name in prunable_parameters(from_pretrained(model_dir)):
+        row = next(line for line in out.splitlines() if name in line)
+        assert "25.00%" in row  # layer-wise: every layer at the target
+
+
+def test_list_shows_short_ids_aliases_and_sparsity(capsys, tmp_path, model_dir) -> None:
+    code, out, _ = run(capsys, "list", "--store", str(tmp_path))
+    assert (code, out) == (0, f"no tickets in {tmp_path}\n")
+    ticket_id = cut(
+        capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6", "--alias", "tiny/s60"
+    )
+    code, out, _ = run(capsys, "list", "--store", str(tmp_path))
+    row = next(line for line in out.splitlines() if ticket_id[:12] in line)
+    for cell in ("tiny/s60", "tiny", "magnitude", "60.00%"):
+        assert cell in row
+
+
+def test_verify_names_the_checks_that_passed(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    code, out, _ = run(capsys, "verify", ticket_id[:8], "--store", str(tmp_path), "--model", str(model_dir))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"OK {ticket_id[:8]}"
+    assert lines[1].startswith("  hash: content sha256 matches id")
+    assert lines[2].startswith("  format: vl-lottery-ticket v1, 13 masks")
+    assert lines[3].startswith("  fingerprint:") and "matches model tiny" in lines[3]
+
+
+def test_verify_against_another_model_fails_the_fingerprint_check_with_exit_1(
+    capsys, tmp_path, model_dir
+) -> None:
+    other = save_tiny(
+        tmp_path / "wide", UniterConfig(**{**TINY.__dict__, "name": "wide", "intermediate_size": 128})
+    )
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    code, out, err = run(capsys, "verify", ticket_id, "--store", str(tmp_path), "--model", str(other))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"FAILED {TicketStore(tmp_path).object_path(ticket_id)}: fingerprint check failed")
+    assert "does not match model wide" in err
+
+
+def test_verify_with_another_scope_fails_the_scope_check(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    argv = [
+        "verify",
+        ticket_id,
+        "--store",
+        str(tmp_path),
+        "--model",
+        str(model_dir),
+        "--scope",
+        r".*pooler\.dense\.weight",
+    ]
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "scope check failed: scope differs" in err
+
+
+def test_verify_of_a_corrupted_object_fails_the_hash_check(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    path = TicketStore(tmp_path).object_path(ticket_id)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    code, _, err = run(capsys, "verify", ticket_id, "--store", str(tmp_path), "--model", str(model_dir))
+    assert code == 1 and err.startswith(f"FAILED {path}: hash check failed")
+
+
+def test_a_cut_with_its_own_scope_verifies_with_that_scope(capsys, tmp_path, model_dir) -> None:
+    scope = r".*intermediate\.dense\.weight"
+    ticket_id = cut(
+        capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.5", "--scope", scope
+    )
+    assert list(TicketStore(tmp_path).load(ticket_id).masks.masks) == [
+        "uniter.encoder.layer.0.intermediate.dense.weight",
+        "uniter.encoder.layer.1.intermediate.dense.weight",
+    ]
+    argv = ["verify", ticket_id, "--store", str(tmp_path), "--model", str(model_dir), "--scope", scope]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "  scope: equal to the given scope (1 patterns)" in out
+
+
+def test_alias_points_a_name_at_a_ticket_and_refuses_bad_names(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    code, out, _ = run(capsys, "alias", "tiny/pretrain/s60", ticket_id[:10], "--store", str(tmp_path))
+    assert (code, out) == (0, f"tiny/pretrain/s60 -> {ticket_id}\n")
+    assert TicketStore(tmp_path).resolve("tiny/pretrain/s60") == ticket_id
+    code, _, err = run(capsys, "alias", "../outside", ticket_id, "--store", str(tmp_path))
+    assert code == 2 and err.startswith(
+        "lottery ticket alias: error: alias '../outside': must be a relative path"
+    )
+
+
+def test_an_unknown_ticket_is_one_line_on_stderr_with_exit_2(capsys, tmp_path) -> None:
+    code, out, err = run(capsys, "show", "nope/s60", "--store", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"lottery ticket show: error: {tmp_path}: no ticket 'nope/s60'")
+
+
+def test_export_torch_prune_installs_the_same_zeros_with_custom_from_mask(
+    capsys, tmp_path, model_dir
+) -> None:
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    out_file = tmp_path / "export" / "masks.pt"
+    out_file.parent.mkdir()
+    code, _, _ = run(
+        capsys,
+        "export",
+        ticket_id,
+        "--store",
+        str(tmp_path),
+        "--format",
+        "torch-prune",
+        "--out",
+        str(out_file),
+    )
+    assert code == 0
+    exported = torch.load(out_file)
+    masks = TicketStore(tmp_path).load(ticket_id).masks.masks
+    assert sorted(exported) == sorted(f"{name}_mask" for name in masks)
+    assert list(out_file.parent.iterdir()) == [out_file]  # no temporary left next to it
+
+    model = from_pretrained(model_dir)
+    for key, mask in exported.items():
+        module_path = key.removesuffix(".weight_mask")
+        assert mask.dtype == torch.float32
+        prune.custom_from_mask(model.get_submodule(module_path), "weight", mask)
+    for name, mask in masks.items():
+        weight = model.get_submodule(name.removesuffix(".weight")).weight
+        assert torch.equal(weight == 0, ~mask)
+    assert sum(int((~m).sum()) for m in masks.values()) == 10445
+
+
+def test_apply_writes_a_model_dir_with_exactly_the_pruned_weights_zeroed(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(
+        capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6", "--alias", "tiny/s60"
+    )
+    out_dir = tmp_path / "tiny-s60"
+    code, _, err = run(
+        capsys,
+        "apply",
+        "tiny/s60",
+        "--store",
+        str(tmp_path),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out_dir),
+    )
+    assert code == 0, err
+    dense, pruned = from_pretrained(model_dir), from_pretrained(out_dir)
+    masks = TicketStore(tmp_path).load(ticket_id).masks.masks
+    for name, value in pruned.state_dict().items():
+        if name in masks:
+            assert torch.equal(value, dense.get_parameter(name) * masks[name])
+            assert int((value == 0).sum()) >= int((~masks[name]).sum())
+        else:
+            assert torch.equal(value, dense.state_dict()[name])
+    assert (out_dir / "vocab.txt").read_text() == "[PAD]\n"
+    code, _, err = run(
+        capsys,
+        "apply",
+        "tiny/s60",
+        "--store",
+        str(tmp_path),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out_dir),
+    )
+    assert code == 2 and "already exists" in err
+
+
+def test_apply_to_another_model_is_refused_before_writing_anything(capsys, tmp_path, model_dir) -> None:
+    other = save_tiny(
+        tmp_path / "wide", UniterConfig(**{**TINY.__dict__, "name": "wide", "intermediate_size": 128})
+    )
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    out_dir = tmp_path / "out"
+    code, _, err = run(
+        capsys, "apply", ticket_id, "--store", str(tmp_path), "--model", str(other), "--out", str(out_dir)
+    )
+    assert code == 2 and "fingerprint check failed" in err and "does not match model wide" in err
+    assert not out_dir.exists()
+
+
+def test_tables_fall_back_to_plain_aligned_text_without_rich(capsys, monkeypatch) -> None:
+    for module in ("rich", "rich.console", "rich.table"):
+        monkeypatch.setitem(sys.modules, module, None)
+    print_table(["parameter", "sparsity"], [["a.weight", "60.00%"], ["longer.name.weight", "5.00%"]])
+    assert capsys.readouterr().out.splitlines() == [
+        "parameter           sparsity",
+        "------------------  --------",
+        "a.weight            60.00%",
+        "longer.name.weight  5.00%",
+    ]
