@@ -96,6 +96,20 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SparsityConfig:
+    """A ticket to train under: its pruned weights stay exactly 0.0 for the whole run, at any ZeRO stage.
+
+    ``ticket``: an id, unique id prefix or alias in ``store`` (empty: train dense).
+    ``store``: the ticket store directory (empty: ``$LOTTERY_TICKET_STORE`` or ``tickets/``).
+    ``verify_every``: every N steps, check on every rank that no pruned weight has moved (0: never).
+    """
+
+    ticket: str = ""
+    store: str = ""
+    verify_every: int = 0
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     """Everything ``lottery pretrain`` needs; ``run_dir`` holds metrics, checkpoints and the final model."""
 
@@ -105,6 +119,7 @@ class PretrainConfig:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

@@ -30,6 +30,7 @@ from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
 from lottery.train.checkpoint import latest_step, load_checkpoint, save_checkpoint
 from lottery.train.engine import build_engine
 from lottery.train.metrics import MetricsLog
+from lottery.train.ticketed import attach_ticket, check_every
 from lottery.train.weights import full_state_dict
 
 log = logging.getLogger("lottery.pretrain")
@@ -127,6 +128,7 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
 
     model = from_pretrained(model_dir)
     engine, precision = build_engine(model, train, config.optim)
+    enforcer = attach_ticket(engine, config.sparsity)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
 
@@ -196,9 +198,12 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             )
             loss, _ = engine(batch, task)
             engine.backward(loss)
+            if enforcer is not None:
+                enforcer.before_step()
             engine.step()
-            losses[task.name] = float(loss)
+            losses[task.name] = float(loss.detach())
         elapsed = time.perf_counter() - began
+        check_every(enforcer, config.sparsity, step)
         record = {
             "step": step,
             "loss": sum(losses.values()) / len(losses),
