@@ -19,38 +19,35 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 class PeakRss:
-    """Peak resident-set growth during a block, sampled every millisecond."""
+    """Peak resident-set growth during a block: the kernel's high-water mark (VmHWM), reset at entry.
+
+    The workers run with a fixed malloc mmap threshold, so a freed large tensor goes back to the
+    kernel instead of being reused silently, and every large allocation shows in the peak.
+    """
 
     def __enter__(self) -> PeakRss:
-        self.start = _rss_bytes()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        self.start = _status_kib("VmRSS") * 1024
         return self
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(0.001)
-
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
+        self.peak = _status_kib("VmHWM") * 1024
 
     @property
     def growth(self) -> int:
@@ -204,7 +201,8 @@ def _launch(mode: str, stage: int, args: argparse.Namespace, port: int) -> dict 
             str(port),
         ]
         cmd += [__file__, "--worker", mode, str(stage), str(args.steps), str(args.blocks), str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
             print(f"  {mode} at ZeRO-{stage} did not run: {lines[-1] if lines else proc.returncode}")

@@ -50,6 +50,14 @@ def _pretrain(args: argparse.Namespace) -> None:
     pretrain(load_config(args.config, args.overrides))
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from lottery.train.grounding import evaluate_model_dir, format_criteria
+
+    _, rows = evaluate_model_dir(args.model, args.data, samples=args.samples, batch_size=args.batch_size)
+    print(f"{args.model} on {args.data} (first {args.samples} val samples):")
+    print(format_criteria(rows))
+
+
 def _config_show(args: argparse.Namespace) -> None:
     from lottery.config import digest, load_config, to_yaml
 
@@ -96,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--config", default="pretrain-uniter-mini", help="shipped config name or YAML path")
     pretrain.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
     pretrain.set_defaults(func=_pretrain)
+
+    evaluate = commands.add_parser("eval", help="the theta0 criteria of a model directory on the val split")
+    evaluate.add_argument("--model", required=True, help="a model directory")
+    evaluate.add_argument("--data", default="data/shapes", help="a shapes shards directory")
+    evaluate.add_argument("--samples", type=int, default=512, help="val samples to read")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.set_defaults(func=_eval)
 
     config = commands.add_parser("config", help="print a resolved run config").add_subparsers(
         dest="what", required=True

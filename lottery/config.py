@@ -57,6 +57,7 @@ class TasksConfig:
     mix: dict[str, float] = field(default_factory=lambda: {"itm": 2.0, "mlm": 2.0, "mrfr": 1.0, "mrckl": 1.0})
     mask_prob: float = 0.15
     itm_neg_prob: float = 0.5
+    wra_weight: float = 0.1  # word-region alignment (optimal transport) added to ITM, as in UNITER
 
 
 @dataclass(frozen=True)

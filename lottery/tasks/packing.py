@@ -52,3 +52,18 @@ def region_positions(txt_lens: list[int], region_masks: list[Tensor], out_len: i
     for i, (t, mask) in enumerate(zip(txt_lens, region_masks, strict=True)):
         target[i, t : t + len(mask)] = mask
     return target
+
+
+def unpack_outputs(
+    sequence: Tensor, txt_lens: Tensor, num_regions: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Split packed outputs (B, L, H) into words (B, Lt, H), regions (B, N, H) and their validity masks."""
+    positions = torch.arange(sequence.size(1), device=sequence.device)
+    max_txt, max_regions = int(txt_lens.max()), int(num_regions.max())
+    words = sequence[:, :max_txt]
+    word_mask = positions[:max_txt].unsqueeze(0) < txt_lens.unsqueeze(1)
+    slots = positions[:max_regions].unsqueeze(0)
+    region_mask = slots < num_regions.unsqueeze(1)
+    index = (txt_lens.unsqueeze(1) + slots).clamp(max=sequence.size(1) - 1)
+    regions = sequence.gather(1, index.unsqueeze(2).expand(-1, -1, sequence.size(2)))
+    return words, regions, word_mask, region_mask

@@ -35,6 +35,7 @@ class CollateContext:
     vocab: TextVocab
     mask_prob: float = 0.15
     itm_neg_prob: float = 0.5
+    wra_weight: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,11 @@ class PretrainTask:
     collate: Callable[[list, CollateContext, torch.Generator], Batch]
     loss: Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
     has_accuracy: bool  # whether its stats carry `<name>_correct_sum`
+    extra_stats: tuple[str, ...] = ()
 
     def stat_keys(self) -> tuple[str, ...]:
         kinds = ("loss_sum", "correct_sum", "count") if self.has_accuracy else ("loss_sum", "count")
-        return tuple(f"{self.name}_{kind}" for kind in kinds)
+        return tuple(f"{self.name}_{kind}" for kind in kinds) + self.extra_stats
 
 
 def _ids(example) -> Tensor:
@@ -99,6 +101,9 @@ def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator)
         [examples[j].box for j in image_of.tolist()],
     )
     batch["itm_targets"] = (~negative).long()
+    batch["txt_lens"] = torch.tensor([len(ex.input_ids) for ex in examples])
+    batch["num_regions"] = torch.tensor([len(examples[j].feat) for j in image_of.tolist()])
+    batch["wra_weight"] = torch.tensor(ctx.wra_weight)
     return batch
 
 
@@ -155,7 +160,13 @@ def loss_mrckl(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]
 
 TASKS: dict[str, PretrainTask] = {
     "mlm": PretrainTask("mlm", collate_mlm, loss_mlm, has_accuracy=True),
-    "itm": PretrainTask("itm", collate_itm, loss_itm, has_accuracy=True),
+    "itm": PretrainTask(
+        "itm",
+        collate_itm,
+        loss_itm,
+        has_accuracy=True,
+        extra_stats=("wra_neg_count", "wra_neg_sum", "wra_pos_count", "wra_pos_sum"),
+    ),
     "mrfr": PretrainTask("mrfr", collate_mrm, loss_mrfr, has_accuracy=False),
     "mrckl": PretrainTask("mrckl", collate_mrm, loss_mrckl, has_accuracy=False),
 }
@@ -173,4 +184,7 @@ def summarise(sums: dict[str, float]) -> dict[str, float]:
     losses = [v for k, v in metrics.items() if k.endswith("_loss")]
     if losses:
         metrics["loss"] = sum(losses) / len(losses)
+    for side in ("pos", "neg"):
+        if sums.get(f"wra_{side}_count"):
+            metrics[f"wra_{side}"] = sums[f"wra_{side}_sum"] / sums[f"wra_{side}_count"]
     return metrics

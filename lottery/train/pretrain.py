@@ -120,7 +120,10 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
     model_dir = ensure_model(config.model, data_dir)
     tokenizer = load_tokenizer(model_dir)
     ctx = CollateContext(
-        TextVocab.from_tokenizer(tokenizer), config.tasks.mask_prob, config.tasks.itm_neg_prob
+        TextVocab.from_tokenizer(tokenizer),
+        config.tasks.mask_prob,
+        config.tasks.itm_neg_prob,
+        config.tasks.wra_weight,
     )
     mixer = TaskMixer(config.tasks.mix, train.seed, set(TASKS))
 
