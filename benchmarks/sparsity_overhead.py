@@ -125,13 +125,19 @@ def worker(mode: str, stage: int, steps: int, blocks: int, out: Path) -> None:
     if mode == "torch-prune":
         import torch.nn.utils.prune as torch_prune
 
+        dense_engine = _engine(_model(), stage)  # its own dense baseline, timed in alternation
         modules = dict(model.named_modules())
         targets = [(modules[n.rsplit(".", 1)[0]], "weight") for n in names]
         torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=0.6)
         engine = _engine(model, stage)
-        _timed_steps(engine, task, batches[:2], None)  # warm-up
-        result["dense_s"] = None
-        result["masked_s"] = _timed_steps(engine, task, batches * blocks, None)
+        _timed_steps(dense_engine, task, batches[:2], None)  # warm-up
+        _timed_steps(engine, task, batches[:2], None)
+        dense, masked = [], []
+        for _ in range(blocks):
+            dense.append(_timed_steps(dense_engine, task, batches, None))
+            masked.append(_timed_steps(engine, task, batches, None))
+        result["dense_s"] = statistics.median(dense)
+        result["masked_s"] = statistics.median(masked)
     else:
         engine = _engine(model, stage)
         params = dict(engine.module.named_parameters())
@@ -240,7 +246,7 @@ def main() -> None:
             continue
         line = f"  ZeRO-{stage}: ours x{ours['masked_s'] / ours['dense_s']:.3f} (dense {ours['dense_s']:.3f} s/step)"
         if torch_prune is not None:
-            line += f"; torch.nn.utils.prune x{torch_prune['masked_s'] / ours['dense_s']:.3f}"
+            line += f"; torch.nn.utils.prune x{torch_prune['masked_s'] / torch_prune['dense_s']:.3f}"
         print(line, flush=True)
         if "threshold_ours_s" in ours:
             print(

@@ -26,6 +26,21 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ScenePhase:
+    """The first ``steps`` steps (after the previous phases) read scenes of this complexity.
+
+    A curriculum of easy scenes first (one object, captions naming one object) makes grounding start
+    sooner (DESIGN.md, "The embedded world must learn"). Each phase has its own shards directory.
+    """
+
+    steps: int
+    min_objects: int = 1
+    max_objects: int = 1
+    mentions_per_caption: int = 1
+    train_samples: int = 5000
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the shards live and how they are read. ``dir`` is built (shapes world) if missing."""
 
@@ -40,6 +55,7 @@ class DataConfig:
     mentions_per_caption: int = 2
     max_text_len: int = 60
     num_workers: int = 1
+    curriculum: tuple[ScenePhase, ...] = ()  # phases before the main scenes above; () = none
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         kinds = typing.get_args(kind)
+        if len(kinds) == 2 and kinds[1] is Ellipsis:
+            return tuple(_coerce(v, kinds[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(kinds):
             raise ConfigError(f"{key}: expected {len(kinds)} values, got {len(value)}")
         return tuple(_coerce(v, k, key) for v, k in zip(value, kinds, strict=True))

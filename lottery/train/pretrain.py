@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from lottery.tasks.mixer import TaskMixer
 from lottery.tasks.pretrain import TASKS, CollateContext, summarise
 from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
 from lottery.train.checkpoint import latest_step, load_checkpoint, save_checkpoint
+from lottery.train.curriculum import Stage, schedule, stage_at
 from lottery.train.engine import build_engine
 from lottery.train.metrics import MetricsLog
 from lottery.train.ticketed import attach_ticket, check_every
@@ -160,19 +162,30 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             train.val_batches,
         )
     )
-    stream = example_stream(
-        shard_urls(data_dir, "train"),
-        rank=dist.rank(),
-        world_size=dist.world_size(),
-        tokenizer_dir=model_dir,
-        max_text_len=config.data.max_text_len,
-        seed=config.data.seed + train.seed,
-        num_workers=config.data.num_workers,
-        batch_size=train.batch_size,
-    )
-    batches = iter(stream)
-    for _ in range(start * train.grad_accum):
-        next(batches)
+    stages = schedule(config.data)
+    for stage in stages[:-1]:
+        ensure_data(stage.data)
+
+    def stage_batches(stage: Stage, skip_steps: int) -> Iterator[list]:
+        """The stage's training stream, past the batches of the steps already done in it."""
+        stream = iter(
+            example_stream(
+                shard_urls(Path(stage.data.dir), "train"),
+                rank=dist.rank(),
+                world_size=dist.world_size(),
+                tokenizer_dir=model_dir,
+                max_text_len=config.data.max_text_len,
+                seed=config.data.seed + train.seed,
+                num_workers=config.data.num_workers,
+                batch_size=train.batch_size,
+            )
+        )
+        for _ in range(skip_steps * train.grad_accum):
+            next(stream)
+        return stream
+
+    current = stage_at(stages, start + 1)
+    batches = stage_batches(current, start + 1 - current.first_step)
 
     def run_validation(step: int) -> dict[str, float]:
         result = validate(engine, val, ctx, dtype)
@@ -189,6 +202,11 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
     samples_per_step = train.batch_size * train.grad_accum * dist.world_size()
     engine.train()
     for step in range(start + 1, stop_at + 1):
+        if not current.holds(step):
+            current = stage_at(stages, step)
+            batches = stage_batches(current, 0)
+            if main:
+                tqdm.write(f"step {step}: scenes of {current.data.dir}")
         began = time.perf_counter()
         losses: dict[str, float] = {}
         for micro in range(train.grad_accum):
