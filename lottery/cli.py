@@ -50,6 +50,17 @@ def _pretrain(args: argparse.Namespace) -> None:
     pretrain(load_config(args.config, args.overrides))
 
 
+def _theta0(args: argparse.Namespace) -> None:
+    from lottery import dist
+    from lottery.config import load_config
+    from lottery.train.theta0 import ensure_theta0
+
+    model_dir = ensure_theta0(load_config(args.config, args.overrides))
+    if dist.is_main():
+        print(f"theta0 model: {model_dir}", flush=True)
+    dist.shutdown()
+
+
 def _eval(args: argparse.Namespace) -> None:
     from lottery.train.grounding import evaluate_model_dir, format_criteria
 
@@ -104,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--config", default="pretrain-uniter-mini", help="shipped config name or YAML path")
     pretrain.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
     pretrain.set_defaults(func=_pretrain)
+
+    theta0 = commands.add_parser(
+        "theta0", help="build (once) or reuse the pre-trained theta0 of a config, and print its criteria"
+    )
+    theta0.add_argument("--config", default="pretrain-uniter-mini", help="shipped config name or YAML path")
+    theta0.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
+    theta0.set_defaults(func=_theta0)
 
     evaluate = commands.add_parser("eval", help="the theta0 criteria of a model directory on the val split")
     evaluate.add_argument("--model", required=True, help="a model directory")

@@ -86,6 +86,13 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 30
     grad_clip: float = 2.0
+    # A separate lr for the parts a BERT does not give (image embeddings, pre-training heads); 0 = lr.
+    new_parts_lr: float = 0.0
+    new_parts: tuple[str, ...] = (
+        r"uniter\.img_embeddings\..*",
+        r"cls\.predictions\.(transform\..*|bias)",
+        r"(feat_regress|region_classifier|itm_output)\..*",
+    )
 
 
 @dataclass(frozen=True)

@@ -50,3 +50,23 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert factor(9) == pytest.approx(1.0)
     assert factor(60) == pytest.approx(0.5)
     assert factor(110) == 0.0
+
+
+def test_new_parts_get_their_own_lr_and_decay_rules_still_hold():
+    from tiny import TINY
+
+    from lottery.config import OptimConfig
+    from lottery.models.uniter import UniterForPretraining
+    from lottery.train.engine import param_groups
+
+    model = UniterForPretraining(TINY)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model, OptimConfig(lr=5e-5, new_parts_lr=5e-4, weight_decay=0.01))
+    by_name = {names[id(p)]: g for g in groups for p in g["params"]}
+    assert len(by_name) == len(list(model.named_parameters()))
+    assert by_name["uniter.img_embeddings.img_linear.weight"]["lr"] == 5e-4
+    assert by_name["itm_output.weight"]["lr"] == 5e-4
+    assert by_name["uniter.encoder.layer.0.attention.self.query.weight"]["lr"] == 5e-5
+    assert by_name["uniter.embeddings.word_embeddings.weight"]["lr"] == 5e-5
+    assert by_name["uniter.img_embeddings.img_linear.bias"]["weight_decay"] == 0.0
+    assert {g["lr"] for g in param_groups(model, OptimConfig(lr=5e-5))} == {5e-5}

@@ -9,6 +9,7 @@ and precision come from the run config, so one run config cannot disagree with i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,15 @@ def build_ds_config(train: TrainConfig, optim: OptimConfig, precision: str) -> d
     return ds
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups as UNITER/BERT: no weight decay on biases and LayerNorm weights.
+def param_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
+    """AdamW groups as UNITER/BERT: no weight decay on biases and LayerNorm weights; with
+    ``optim.new_parts_lr``, the parameters matching ``optim.new_parts`` get that lr.
 
     ``named_parameters`` yields a tied parameter once, so the tied decoder/feat_regress weights are
-    optimised once, under their first name.
+    optimised once, under their first name (the pre-trained word embeddings, and img_linear).
     """
-    decay, no_decay = [], []
+    new_parts = [re.compile(p) for p in optim.new_parts] if optim.new_parts_lr else []
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -84,10 +87,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             or "layer_norm" in name
             or name.endswith("net.2.weight")
         )
-        (no_decay if skip else decay).append(param)
+        new = any(p.fullmatch(name) for p in new_parts)
+        groups.setdefault((skip, new), []).append(param)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            "weight_decay": 0.0 if skip else optim.weight_decay,
+            "lr": optim.new_parts_lr if new else optim.lr,
+        }
+        for (skip, new), params in sorted(groups.items())
     ]
 
 
@@ -114,9 +122,7 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig):
         torch.cuda.is_available(),
         torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     )
-    optimizer = torch.optim.AdamW(
-        param_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas, eps=optim.eps
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, optim), lr=optim.lr, betas=optim.betas, eps=optim.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(optim.warmup_steps, train.steps)
     )

@@ -105,8 +105,11 @@ def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtyp
     return summarise(sums)
 
 
-def pretrain(config: PretrainConfig) -> dict[str, float]:
-    """Run (or resume) a pre-training job; returns the final val metrics. Collective on every rank."""
+def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[str, float]:
+    """Run (or resume) a pre-training job; returns the final val metrics. Collective on every rank.
+
+    The process group is shut down at the end unless `keep_process_group` (a caller that goes on).
+    """
     launch = dist.init()
     run_dir = Path(config.run_dir)
     train = config.train
@@ -148,7 +151,8 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
             print(
                 f"{run_dir} is complete ({train.steps} steps); its model is {run_dir / 'model'}", flush=True
             )
-        dist.shutdown()
+        if not keep_process_group:
+            dist.shutdown()
         return {}
 
     val = list(
@@ -256,7 +260,8 @@ def pretrain(config: PretrainConfig) -> dict[str, float]:
         print(
             f"stopped after step {stop_at} of {train.steps}; rerun the same command to continue", flush=True
         )
-    dist.shutdown()
+    if not keep_process_group:
+        dist.shutdown()
     return result
 
 
