@@ -56,7 +56,7 @@ def _theta0(args: argparse.Namespace) -> None:
     from lottery.train.theta0 import ensure_theta0
 
     model_dir = ensure_theta0(load_config(args.config, args.overrides))
-    if dist.is_main():
+    if dist.is_main() and model_dir is not None:
         print(f"theta0 model: {model_dir}", flush=True)
     dist.shutdown()
 

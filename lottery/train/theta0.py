@@ -43,10 +43,11 @@ def is_done(directory: Path) -> bool:
     return (directory / DONE).is_file() and (directory / "model" / "config.json").is_file()
 
 
-def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int = 512) -> Path:
+def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int = 512) -> Path | None:
     """The theta0 model directory for `config`, pre-training it first when not built yet (collective).
 
-    Prints its criteria table either way, so every job shows whether its theta0 has learned.
+    Prints its criteria table either way, so every job shows whether its theta0 has learned. Returns
+    None when the build stopped early (`train.stop_after_steps`): the next call resumes it.
     """
     from lottery.train.grounding import Criterion, evaluate_model_dir, format_criteria
     from lottery.train.pretrain import pretrain
@@ -58,6 +59,9 @@ def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int
         if dist.is_main():
             print(f"theta0: building {directory} (resumes if a previous build was stopped)", flush=True)
         pretrain(replace(config, run_dir=str(directory)), keep_process_group=True)
+        dist.barrier()  # rank 0 writes the model after training; every rank must see the same state
+        if not (directory / "model" / "config.json").is_file():
+            return None
         if dist.is_main():
             metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
             _write_json(
