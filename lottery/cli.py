@@ -55,9 +55,20 @@ def _theta0(args: argparse.Namespace) -> None:
     from lottery.config import load_config
     from lottery.train.theta0 import ensure_theta0
 
-    model_dir = ensure_theta0(load_config(args.config, args.overrides))
-    if dist.is_main() and model_dir is not None:
-        print(f"theta0 model: {model_dir}", flush=True)
+    seeds = args.seeds or [None]
+    built = []
+    for seed in seeds:
+        overrides = args.overrides + ([] if seed is None else [f"train.seed={seed}"])
+        model_dir = ensure_theta0(load_config(args.config, overrides))
+        if model_dir is None:
+            break
+        built.append(model_dir.parent)
+        if dist.is_main():
+            print(f"theta0 model: {model_dir}", flush=True)
+    if dist.is_main() and len(built) > 1:
+        from lottery.train.theta0 import seed_summary
+
+        print(f"theta0 over seeds {seeds}:\n{seed_summary(built)}", flush=True)
     dist.shutdown()
 
 
@@ -120,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "theta0", help="build (once) or reuse the pre-trained theta0 of a config, and print its criteria"
     )
     theta0.add_argument("--config", default="pretrain-uniter-mini", help="shipped config name or YAML path")
+    theta0.add_argument("--seeds", type=int, nargs="+", help="build one theta0 per seed and summarise them")
     theta0.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
     theta0.set_defaults(func=_theta0)
 

@@ -85,3 +85,20 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     os.replace(tmp, path)
+
+
+def seed_summary(directories: list[Path]) -> str:
+    """Mean and spread (min..max) of each criterion over theta0 builds that differ only in seed."""
+    import statistics
+
+    tables = [json.loads((d / "criteria.json").read_text())["criteria"] for d in directories]
+    lines = [f"{'criterion':<24} {'mean':>8} {'min..max':>17} {'baseline mean':>14}  passed"]
+    for rows in zip(*tables, strict=True):
+        values = [r["value"] for r in rows]
+        baselines = [r["baseline"] for r in rows]
+        passed = sum(r["passed"] for r in rows)
+        lines.append(
+            f"{rows[0]['name']:<24} {statistics.mean(values):8.4f} {min(values):8.4f}..{max(values):<8.4f}"
+            f" {statistics.mean(baselines):14.4f}  {passed}/{len(rows)}"
+        )
+    return "\n".join(lines)
