@@ -48,8 +48,10 @@ def test_task_loss_is_finite_and_its_stats_count_the_targets(task_name):
     batch = _fixed_batch(task_name)
     loss, stats = TASKS[task_name].loss(model, batch)
     assert loss.dim() == 0 and math.isfinite(float(loss))
+    assert set(stats) == set(TASKS[task_name].stat_keys())
     assert stats[f"{task_name}_count"] > 0
-    assert stats[f"{task_name}_loss_sum"] == pytest.approx(float(loss) * stats[f"{task_name}_count"])
+    if task_name != "itm":  # ITM's loss adds WRA to the reported classifier loss (tested below)
+        assert stats[f"{task_name}_loss_sum"] == pytest.approx(float(loss) * stats[f"{task_name}_count"])
 
 
 @pytest.mark.parametrize("task_name", sorted(TASKS))
@@ -81,3 +83,17 @@ def test_summary_reports_accuracy_only_for_classification_tasks():
     assert metrics["mlm_acc"] == 1.0 and metrics["itm_acc"] == 1.0
     assert "mrfr_acc" not in metrics and "mrckl_acc" not in metrics
     assert metrics["loss"] == 1.0
+
+
+def test_itm_loss_adds_the_weighted_word_region_alignment():
+    torch.manual_seed(0)
+    model = UniterForPretraining(TINY).eval()
+    losses = {}
+    for weight in (0.0, 1.0):
+        ctx = CollateContext(VOCAB, mask_prob=0.3, itm_neg_prob=0.5, wra_weight=weight)
+        batch = TASKS["itm"].collate(_examples(8), ctx, torch.Generator().manual_seed(1))
+        loss, stats = TASKS["itm"].loss(model, batch)
+        losses[weight] = float(loss)
+    wra = stats["wra_pos_sum"] / stats["wra_pos_count"] - stats["wra_neg_sum"] / stats["wra_neg_count"]
+    assert losses[1.0] - losses[0.0] == pytest.approx(wra, abs=1e-5)
+    assert losses[0.0] == pytest.approx(stats["itm_loss_sum"] / stats["itm_count"], abs=1e-6)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lottery.tasks.masking import IGNORE, TextVocab, mask_regions, mask_tokens
-from lottery.tasks.packing import pack, region_positions
+from lottery.tasks.packing import pack, region_positions, unpack_outputs
+from lottery.tasks.wra import ot_distance, wra_loss
 
 Batch = dict[str, Tensor]
 MODEL_INPUTS = (
@@ -108,18 +109,29 @@ def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator)
 
 
 def loss_itm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-    """Does the caption describe the image? Two-way classifier on the pooled output."""
-    pooled = model.uniter.pooler(_encode(model, batch))
-    logits = model.itm_output(pooled).float()
+    """Does the caption describe the image? Two-way classifier on the pooled output, plus WRA.
+
+    The reported `itm_loss` is the classifier's; the WRA distances of matched and mismatched pairs are
+    summed separately (`wra_pos_sum`, `wra_neg_sum`) so validation can compare them.
+    """
+    sequence = _encode(model, batch)
+    logits = model.itm_output(model.uniter.pooler(sequence)).float()
     targets = batch["itm_targets"]
-    loss = F.cross_entropy(logits, targets)
+    itm = F.cross_entropy(logits, targets)
+    distance = ot_distance(*unpack_outputs(sequence, batch["txt_lens"], batch["num_regions"]))
+    loss = itm + batch["wra_weight"].float() * wra_loss(distance, targets)
     count = float(targets.numel())
-    correct = float((logits.argmax(-1) == targets).sum())
-    return loss, {
-        "itm_loss_sum": float(loss.detach()) * count,
-        "itm_correct_sum": correct,
+    matched = targets.bool()
+    stats = {
+        "itm_loss_sum": float(itm.detach()) * count,
+        "itm_correct_sum": float((logits.argmax(-1) == targets).sum()),
         "itm_count": count,
+        "wra_pos_sum": float(distance.detach()[matched].sum()),
+        "wra_pos_count": float(matched.sum()),
+        "wra_neg_sum": float(distance.detach()[~matched].sum()),
+        "wra_neg_count": float((~matched).sum()),
     }
+    return loss, stats
 
 
 def collate_mrm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
