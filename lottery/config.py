@@ -86,10 +86,12 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 30
     grad_clip: float = 2.0
-    # A separate lr for the parts a BERT does not give (image embeddings, pre-training heads); 0 = lr.
+    # A separate lr for the parts a BERT does not give (image embeddings, pre-training heads) and the
+    # pooler (MiniLM's was never trained: its weights are ~10x smaller than the encoder's); 0 = lr.
     new_parts_lr: float = 0.0
     new_parts: tuple[str, ...] = (
         r"uniter\.img_embeddings\..*",
+        r"uniter\.pooler\..*",
         r"cls\.predictions\.(transform\..*|bias)",
         r"(feat_regress|region_classifier|itm_output)\..*",
     )
