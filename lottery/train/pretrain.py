@@ -212,7 +212,7 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
             if main:
                 tqdm.write(f"step {step}: scenes of {current.data.dir}")
         began = time.perf_counter()
-        losses: dict[str, float] = {}
+        task_losses: dict[str, list[float]] = {}
         for micro in range(train.grad_accum):
             micro_step = (step - 1) * train.grad_accum + micro
             task = TASKS[mixer.task_for(micro_step)]
@@ -226,12 +226,13 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
             if enforcer is not None:
                 enforcer.before_step()
             engine.step()
-            losses[task.name] = float(loss.detach())
+            task_losses.setdefault(task.name, []).append(float(loss.detach()))
         elapsed = time.perf_counter() - began
+        losses = {name: sum(values) / len(values) for name, values in task_losses.items()}
         check_every(enforcer, config.sparsity, step)
         record = {
             "step": step,
-            "loss": sum(losses.values()) / len(losses),
+            "loss": sum(map(sum, task_losses.values())) / train.grad_accum,
             "losses": losses,
             "lr": engine.get_lr()[0],
             "samples_per_s": samples_per_step / elapsed,
