@@ -73,6 +73,7 @@ def quick_overrides(run_dir: Path, shapes_dir: Path, model_dir: Path, **extra: o
         "data.dir": shapes_dir,
         "model.dir": model_dir,
         "data.num_workers": 0,
+        "data.curriculum": "[]",
         "train.steps": 12,
         "train.batch_size": 8,
         "train.val_batches": 4,

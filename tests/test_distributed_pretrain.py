@@ -46,6 +46,10 @@ def test_accelerate_launch_two_ranks_lowers_val_loss(tmp_path, shapes_dir, mini_
     _assert_learned_on_two_ranks(run_dir)
 
 
+# 7 steps of single-object scenes, then the main scenes: the stop at step 5 falls inside the phase
+CURRICULUM = {"data.curriculum": "[{steps: 7, train_samples: 256}]"}
+
+
 def _torchrun(run_dir, shapes_dir, model_dir, **extra):
     return run(
         [
@@ -58,11 +62,11 @@ def _torchrun(run_dir, shapes_dir, model_dir, **extra):
             str(free_port()),
         ]
         + ["-m", "lottery", "pretrain"]
-        + quick_overrides(run_dir, shapes_dir, model_dir, **{"train.zero_stage": 2}, **extra)
+        + quick_overrides(run_dir, shapes_dir, model_dir, **{"train.zero_stage": 2, **CURRICULUM}, **extra)
     )
 
 
-def test_torchrun_resume_after_a_stop_continues_with_the_same_losses(
+def test_torchrun_resume_after_a_stop_continues_with_the_same_losses_across_a_curriculum_phase(
     tmp_path, shapes_dir, mini_model_dir, deepspeed_ops
 ):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
@@ -73,6 +77,7 @@ def test_torchrun_resume_after_a_stop_continues_with_the_same_losses(
     assert "stopped after step 5 of 12" in first.stdout
     second = _torchrun(resumed, shapes_dir, mini_model_dir)
     assert "resumed from the checkpoint at step 5" in second.stdout
+    assert "step 8: scenes of" in second.stdout
 
     expected = {r["step"]: r["loss"] for r in read_metrics(whole / "metrics.jsonl") if "val" not in r}
     got = {r["step"]: r["loss"] for r in read_metrics(resumed / "metrics.jsonl") if "val" not in r}

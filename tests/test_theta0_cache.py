@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
-from conftest import free_port, quick_overrides, run
+from conftest import REPO, free_port, quick_overrides, run
 
 pytestmark = pytest.mark.distributed
 
@@ -49,3 +53,37 @@ def test_theta0_is_built_once_reused_and_a_stopped_build_resumes(
 
     _theta0(tmp_path / "d", shapes_dir, mini_model_dir, **{"train.seed": 1})
     assert len(list(cache.iterdir())) == 2
+
+
+def test_a_theta0_build_killed_with_sigkill_resumes_and_finishes(
+    tmp_path, monkeypatch, shapes_dir, mini_model_dir, deepspeed_ops
+):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LOTTERY_THETA0_CACHE", str(cache))
+    extra = {"train.ckpt_every": 3, "train.steps": 30}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    cmd += ["-m", "lottery", "theta0"] + quick_overrides(tmp_path / "a", shapes_dir, mini_model_dir, **extra)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list(cache.glob("*/checkpoints/step_000006")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the build ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (built,) = cache.iterdir()
+    assert not (built / "DONE").exists() and not (built / "model").exists()
+
+    resumed = run(cmd[:6] + [str(free_port())] + cmd[7:])
+    assert "resumed from the checkpoint at step" in resumed.stdout
+    assert (built / "DONE").is_file()

@@ -8,6 +8,7 @@ for every step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from lottery.config import DataConfig, ScenePhase
@@ -35,6 +36,8 @@ def phase_data(data: DataConfig, index: int, phase: ScenePhase) -> DataConfig:
         max_objects=phase.max_objects,
         mentions_per_caption=phase.mentions_per_caption,
         train_samples=phase.train_samples,
+        # small phases still get enough shards to feed up to 32 ranks
+        samples_per_shard=max(1, min(data.samples_per_shard, math.ceil(phase.train_samples / 32))),
         val_samples=min(data.val_samples, 200),
         curriculum=(),
     )

@@ -27,7 +27,7 @@ from lottery.data.pipeline import eval_batches, example_stream, shard_urls
 from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
 from lottery.tasks.pretrain import TASKS, CollateContext, summarise
-from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
+from lottery.train.assets import data_meta, ensure_data, ensure_model, load_tokenizer
 from lottery.train.checkpoint import latest_step, load_checkpoint, save_checkpoint
 from lottery.train.curriculum import Stage, schedule, stage_at
 from lottery.train.engine import build_engine
@@ -167,8 +167,9 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
         )
     )
     stages = schedule(config.data)
+    feat_dim = data_meta(data_dir)["feat_dim"]  # phases must feed the same model as the main scenes
     for stage in stages[:-1]:
-        ensure_data(stage.data)
+        ensure_data(replace(stage.data, feat_dim=feat_dim))
 
     def stage_batches(stage: Stage, skip_steps: int) -> Iterator[list]:
         """The stage's training stream, past the batches of the steps already done in it."""
