@@ -11,8 +11,9 @@ from torch.nn.utils import prune
 
 from lottery.models.uniter import UniterConfig, UniterForPretraining, from_pretrained, save_pretrained
 from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
-from lottery.ticket_cli import main, print_table
+from lottery.ticket_cli import main
 from lottery.tickets import STORE_ENV, TicketStore
+from lottery.train.ticket_jobs import print_table
 
 TINY = UniterConfig(
     name="tiny",
