@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -129,9 +130,20 @@ def init() -> LaunchEnv:
 
 
 def shutdown() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    """End the process group, and remove this rank's DeepSpeed CPU shared-memory buffer.
+
+    DeepSpeed's CPU all-reduce op leaves a /dev/shm file per rank and job (tens of MB of RAM each),
+    named after the master address and port; nothing else removes it.
+    """
+    if not dist.is_initialized():
+        return
+    this_rank = dist.get_rank()
+    dist.barrier()
+    dist.destroy_process_group()
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if addr and port:
+        for leftover in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_{this_rank}"):
+            leftover.unlink(missing_ok=True)
 
 
 def rank() -> int:

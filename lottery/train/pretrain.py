@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -256,6 +257,10 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
 
             final = from_pretrained(model_dir)
             final.load_state_dict(state)
+            if (run_dir / "model").exists():
+                # an earlier attempt wrote it and was killed before anything used it; this run
+                # recomputed the same weights from the same checkpoint
+                shutil.rmtree(run_dir / "model")
             save_pretrained(final, run_dir / "model", extra_files=_tokenizer_files(model_dir))
             print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
     elif main:
