@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY
 from torch.nn.utils import prune
 
 from lottery.models.uniter import UniterConfig, UniterForPretraining, from_pretrained, save_pretrained
@@ -15,16 +16,6 @@ from lottery.ticket_cli import main
 from lottery.tickets import STORE_ENV, TicketStore
 from lottery.train.ticket_jobs import print_table
 
-TINY = UniterConfig(
-    name="tiny",
-    vocab_size=100,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    img_dim=16,
-    num_region_classes=5,
-)
 # 2 layers x (4 x 32x32 + 2 x 32x64) + the 32x32 pooler
 PRUNABLE_WEIGHTS = 2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 32
 
