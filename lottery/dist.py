@@ -125,25 +125,31 @@ def init() -> LaunchEnv:
     if not dist.is_initialized():
         import deepspeed
 
+        # a job killed earlier on this address and port left its buffer behind; reusing it would hang
+        _remove_shm_buffers(launch.master_addr, str(launch.master_port), launch.rank)
         deepspeed.init_distributed(dist_backend=backend_name(), auto_mpi_discovery=False)
     return launch
 
 
-def shutdown() -> None:
-    """End the process group, and remove this rank's DeepSpeed CPU shared-memory buffer.
+def _remove_shm_buffers(addr: str | None, port: str | None, rank: int) -> None:
+    """Delete DeepSpeed's CPU all-reduce buffer of this rank for a master address and port.
 
-    DeepSpeed's CPU all-reduce op leaves a /dev/shm file per rank and job (tens of MB of RAM each),
-    named after the master address and port; nothing else removes it.
+    DeepSpeed's CPU all-reduce op keeps a /dev/shm file per rank and job (tens of MB of RAM), named
+    after the master address and port, and never removes it.
     """
+    if addr and port:
+        for leftover in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_{rank}"):
+            leftover.unlink(missing_ok=True)
+
+
+def shutdown() -> None:
+    """End the process group, and remove this rank's DeepSpeed CPU shared-memory buffer."""
     if not dist.is_initialized():
         return
     this_rank = dist.get_rank()
     dist.barrier()
     dist.destroy_process_group()
-    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    if addr and port:
-        for leftover in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_{this_rank}"):
-            leftover.unlink(missing_ok=True)
+    _remove_shm_buffers(os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"), this_rank)
 
 
 def rank() -> int:

@@ -53,6 +53,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def torchrun(nproc: int = 2) -> list[str]:
+    """The torchrun launcher prefix for `nproc` local ranks on a free port."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(free_port()),
+    ]
+
+
 def run(cmd: list[str], timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run a launcher command from the repo root; on failure (if `check`) show its output, which names the cause."""
     env = dict(os.environ)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from conftest import free_port, quick_overrides, run
+from conftest import free_port, quick_overrides, run, torchrun
 
 from lottery.train.metrics import read_metrics
 
@@ -52,15 +50,7 @@ CURRICULUM = {"data.curriculum": "[{steps: 7, train_samples: 256}]"}
 
 def _torchrun(run_dir, shapes_dir, model_dir, **extra):
     return run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-        ]
+        torchrun()
         + ["-m", "lottery", "pretrain"]
         + quick_overrides(run_dir, shapes_dir, model_dir, **{"train.zero_stage": 2, **CURRICULUM}, **extra)
     )

@@ -10,20 +10,16 @@ at step 25, checking every pruned weight after every step.
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from conftest import free_port, run
+from conftest import run, torchrun
 
 pytestmark = pytest.mark.distributed
 
 
 def _run_worker(tmp_path, layout: str, nproc: int, *extra: str) -> dict:
     out = tmp_path / f"{layout}-{nproc}.json"
-    run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-        + ["--master_port", str(free_port()), "tests/workers/sparsity_engine.py", layout, str(out), *extra]
-    )
+    run(torchrun(nproc) + ["tests/workers/sparsity_engine.py", layout, str(out), *extra])
     return json.loads(out.read_text())
 
 

@@ -5,26 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import REPO, free_port, quick_overrides, run
+from conftest import REPO, quick_overrides, run, torchrun
 
 pytestmark = pytest.mark.distributed
 
 
 def _theta0(run_dir, shapes_dir, model_dir, **extra):
     return run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-        ]
+        torchrun()
         + ["-m", "lottery", "theta0"]
         + quick_overrides(run_dir, shapes_dir, model_dir, **{"train.zero_stage": 0}, **extra)
     )
@@ -61,15 +52,7 @@ def test_a_theta0_build_killed_with_sigkill_resumes_and_finishes(
     cache = tmp_path / "cache"
     monkeypatch.setenv("LOTTERY_THETA0_CACHE", str(cache))
     extra = {"train.ckpt_every": 3, "train.steps": 30}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
+    cmd = torchrun()
     cmd += ["-m", "lottery", "theta0"] + quick_overrides(tmp_path / "a", shapes_dir, mini_model_dir, **extra)
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     proc = subprocess.Popen(
@@ -84,6 +67,6 @@ def test_a_theta0_build_killed_with_sigkill_resumes_and_finishes(
     (built,) = cache.iterdir()
     assert not (built / "DONE").exists() and not (built / "model").exists()
 
-    resumed = run(cmd[:6] + [str(free_port())] + cmd[7:])
+    resumed = run(torchrun() + cmd[7:])  # the same job on a fresh port
     assert "resumed from the checkpoint at step" in resumed.stdout
     assert (built / "DONE").is_file()
