@@ -72,6 +72,13 @@ def _theta0(args: argparse.Namespace) -> None:
     dist.shutdown()
 
 
+def _imp(args: argparse.Namespace) -> None:
+    from lottery.config import ImpConfig, load_config
+    from lottery.train.imp import imp
+
+    imp(load_config(args.config, args.overrides, cls=ImpConfig))
+
+
 def _eval(args: argparse.Namespace) -> None:
     from lottery.train.grounding import evaluate_model_dir, format_criteria
 
@@ -134,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     theta0.add_argument("--seeds", type=int, nargs="+", help="build one theta0 per seed and summarise them")
     theta0.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
     theta0.set_defaults(func=_theta0)
+
+    imp = commands.add_parser(
+        "imp",
+        help="iterative magnitude pruning (or oneshot/random) from theta0; resumable, publishes tickets",
+    )
+    imp.add_argument("--config", default="imp-uniter-mini", help="shipped config name or YAML path")
+    imp.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. imp.method=random train.steps=50"
+    )
+    imp.set_defaults(func=_imp)
 
     evaluate = commands.add_parser("eval", help="the theta0 criteria of a model directory on the val split")
     evaluate.add_argument("--model", required=True, help="a model directory")

@@ -148,6 +148,53 @@ class PretrainConfig:
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
 
+DEFAULT_SCHEDULE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class ImpSettings:
+    """What an IMP run prunes, how, and when it may stop a round early.
+
+    ``method``: ``imp`` (train, prune 10% of the original weights by global magnitude, rewind, repeat),
+    ``oneshot`` (train once, prune straight to each target) or ``random`` (random masks at each target).
+    ``schedule``: the target sparsities, each a fraction of the original prunable weights.
+    ``rewind_step``: 0 rewinds to theta0; k > 0 to the weights at step k of round 0.
+    ``objective``: what a round trains (``pretrain``: the task mix of ``tasks``).
+    ``early_bird_every``: every N steps draw the mask the round would end with and log its Hamming
+    distance to the previous draw (0: off); ``early_bird_threshold``: end the round once that distance,
+    as a fraction of the prunable weights, is below it (0: never).
+    ``publish``: sparsity -> alias, put into ``store`` when the run ends (e.g. ``{0.6: uniter-mini/pretrain/s60}``).
+    """
+
+    method: str = "imp"
+    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    rewind_step: int = 0
+    seed: int = 0
+    objective: str = "pretrain"
+    early_bird_every: int = 0
+    early_bird_threshold: float = 0.0
+    publish: dict[float, str] = field(default_factory=dict)
+    store: str = ""
+
+
+@dataclass(frozen=True)
+class ImpConfig:
+    """``lottery imp``: theta0 (built once from the ``theta0`` config and ``theta0_overrides``), then rounds.
+
+    Every round trains ``train.steps`` steps on the data of theta0's config (its main scenes), with
+    ``tasks``, ``optim`` and ``train``. The run directory is ``runs_dir/<method>-<digest>``: the same
+    command finds the same directory and continues it.
+    """
+
+    runs_dir: str = "runs/imp"
+    theta0: str = "pretrain-uniter-mini"
+    theta0_overrides: tuple[str, ...] = ()
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    imp: ImpSettings = field(default_factory=ImpSettings)
+
+
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     """Turn a YAML/command-line value into the annotated type, or raise naming the key."""
     origin = typing.get_origin(kind)

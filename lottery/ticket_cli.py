@@ -88,6 +88,12 @@ def _cmd_apply(args: argparse.Namespace) -> None:
     print(f"{args.model} with ticket {args.ref} applied written to {out}")
 
 
+def _cmd_publish(args: argparse.Namespace) -> None:
+    from lottery.train.publish import publish
+
+    publish(Path(args.run), args.sparsity, args.alias, args.store)
+
+
 def _one_line_errors(job: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
     """A refused ticket, a missing file or a bad argument value: one line on stderr, exit code 2."""
 
@@ -148,6 +154,11 @@ def add_ticket_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("ref", help="ticket id, unique id prefix or alias")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--out", required=True, help="output file")
+
+    publish = command("publish", _cmd_publish, "put an IMP run's round closest to a sparsity under an alias")
+    publish.add_argument("--run", required=True, help="IMP run directory (runs/imp/<method>-<digest>)")
+    publish.add_argument("--sparsity", required=True, type=float, help="e.g. 0.6: the closest round is taken")
+    publish.add_argument("--alias", required=True, help="e.g. uniter-mini/pretrain/s60")
 
     apply = command("apply", _cmd_apply, "a new model directory with the pruned weights set to 0")
     apply.add_argument("ref", help="ticket id, unique id prefix or alias")

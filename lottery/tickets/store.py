@@ -31,6 +31,7 @@ from pathlib import Path
 
 import safetensors
 
+from lottery.faults import fault_point
 from lottery.sparsity.maskset import MaskSet
 from lottery.tickets.format import (
     Ticket,
@@ -369,6 +370,7 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
+    fault_point("store.before_rename")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 

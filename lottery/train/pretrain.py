@@ -15,8 +15,8 @@ import itertools
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -82,6 +82,26 @@ def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
         recorded.write_text(to_yaml(ours))
 
 
+@dataclass
+class RunHooks:
+    """How a caller (IMP) drives a run without owning its loop.
+
+    ``end_step``: the run is complete at this step instead of ``train.steps`` (an early-stopped round).
+    ``on_step(engine, step)``: called on every rank after each step, before its checkpoint; returning
+    True ends the run at that step (the caller must pass ``end_step`` = that step on a rerun).
+    ``on_done(engine)``: called on every rank once the run is complete, with the engine holding the
+    final weights, also when a rerun finds the run already complete (it is restored from the checkpoint).
+    ``on_start(engine)``: called on every rank before the first step of a run that starts at step 0.
+    ``save_model``: write the final model directory (IMP rounds need only the engine).
+    """
+
+    end_step: int | None = None
+    on_start: Callable[[object], None] | None = None
+    on_step: Callable[[object, int], bool] | None = None
+    on_done: Callable[[object], None] | None = None
+    save_model: bool = True
+
+
 @torch.no_grad()
 def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtype) -> dict[str, float]:
     """All four tasks on a fixed slice of the val split, masks seeded per batch so every call is comparable.
@@ -106,11 +126,14 @@ def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtyp
     return summarise(sums)
 
 
-def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[str, float]:
+def pretrain(
+    config: PretrainConfig, keep_process_group: bool = False, hooks: RunHooks | None = None
+) -> dict[str, float]:
     """Run (or resume) a pre-training job; returns the final val metrics. Collective on every rank.
 
     The process group is shut down at the end unless `keep_process_group` (a caller that goes on).
     """
+    hooks = hooks or RunHooks()
     launch = dist.init()
     run_dir = Path(config.run_dir)
     train = config.train
@@ -147,11 +170,12 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
         metrics.truncate_after(start)
         if main:
             print(f"resumed from the checkpoint at step {start}", flush=True)
-    if start >= train.steps and (run_dir / "model" / "config.json").is_file():
+    end = hooks.end_step or train.steps
+    if start >= end and (not hooks.save_model or (run_dir / "model" / "config.json").is_file()):
         if main:
-            print(
-                f"{run_dir} is complete ({train.steps} steps); its model is {run_dir / 'model'}", flush=True
-            )
+            print(f"{run_dir} is complete ({end} steps)", flush=True)
+        if hooks.on_done is not None:
+            hooks.on_done(engine)
         if not keep_process_group:
             dist.shutdown()
         return {}
@@ -201,10 +225,12 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
         return result
 
     result: dict[str, float] = {}
+    if start == 0 and hooks.on_start is not None:
+        hooks.on_start(engine)
     if start == 0 and train.val_at_start:
         result = run_validation(0)
-    stop_at = train.steps if not train.stop_after_steps else min(train.steps, start + train.stop_after_steps)
-    progress = tqdm(total=train.steps, initial=start, disable=not main, desc="pretrain", dynamic_ncols=True)
+    stop_at = end if not train.stop_after_steps else min(end, start + train.stop_after_steps)
+    progress = tqdm(total=end, initial=start, disable=not main, desc="pretrain", dynamic_ncols=True)
     samples_per_step = train.batch_size * train.grad_accum * dist.world_size()
     engine.train()
     for step in range(start + 1, stop_at + 1):
@@ -244,13 +270,20 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
             metrics.write(record)
         progress.update(1)
         progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-        if step % train.val_every == 0 or step == train.steps:
+        stop_here = hooks.on_step is not None and hooks.on_step(engine, step)
+        if stop_here:
+            end = stop_at = step
+        if step % train.val_every == 0 or step == end:
             result = run_validation(step)
         if step % train.ckpt_every == 0 or step == stop_at:
             save_checkpoint(engine, run_dir, step)
+        if stop_here:
+            if main:
+                tqdm.write(f"step {step}: the run ends here (asked by its caller)")
+            break
     progress.close()
 
-    if stop_at == train.steps:
+    if stop_at == end and hooks.save_model:
         state = full_state_dict(engine)
         if main:
             from lottery.models.uniter import save_pretrained
@@ -263,10 +296,11 @@ def pretrain(config: PretrainConfig, keep_process_group: bool = False) -> dict[s
                 shutil.rmtree(run_dir / "model")
             save_pretrained(final, run_dir / "model", extra_files=_tokenizer_files(model_dir))
             print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
+    if stop_at == end:
+        if hooks.on_done is not None:
+            hooks.on_done(engine)
     elif main:
-        print(
-            f"stopped after step {stop_at} of {train.steps}; rerun the same command to continue", flush=True
-        )
+        print(f"stopped after step {stop_at} of {end}; rerun the same command to continue", flush=True)
     if not keep_process_group:
         dist.shutdown()
     return result

@@ -1,0 +1,35 @@
+"""Named fault points, so tests can kill a job at an exact moment (mid-round, mid-ticket-write).
+
+`LOTTERY_FAULT=name@n` makes the n-th time this process reaches `fault_point("name")` end it with
+SIGKILL, as a preempted or OOM-killed job would end: no cleanup, no atexit, no flush. Unset (the normal
+case) a fault point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+FAULT_ENV = "LOTTERY_FAULT"
+_hits: dict[str, int] = {}
+
+
+def _target() -> tuple[str, int] | None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return None
+    name, _, count = spec.partition("@")
+    try:
+        return name, int(count or 1)
+    except ValueError:
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected name@count, e.g. imp.round_02.step@1") from None
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process if `$LOTTERY_FAULT` names this point and this is the hit it names."""
+    target = _target()
+    if target is None or target[0] != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == target[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,333 @@
+"""``lottery imp``: iterative magnitude pruning on a DeepSpeed engine, with its baselines, resumable.
+
+Round r trains ``train.steps`` steps under mask r (round 0 dense) from the rewind point (theta0, or
+the weights at ``imp.rewind_step`` of round 0). At its end, with method
+- ``imp``: the survivors with the smallest magnitude go, globally, down to ``schedule[r]`` of the
+  original weights: mask r + 1;
+- ``oneshot``: round 0's weights are cut straight to every target: masks 1..R at once;
+- ``random``: random masks at every target (seeded), drawn at the end of round 0 for the same layout.
+Rounds 1..R of the baselines train their mask only to measure it, as IMP's rounds do. Pruning runs
+on the partitioned engine (each rank scores its own slice; nothing is gathered but the mask bits).
+
+Every step is resumable (see imp_state.py for the layout): a rerun of the same command skips finished
+rounds, resumes the round in flight from its checkpoint (from its start when the world size changed),
+and recomputes a mask whose ticket was not written yet, so the masks are bit-identical to those of a
+run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lottery import dist
+from lottery.config import ConfigError, ImpConfig, PretrainConfig, SparsityConfig, load_config, to_yaml
+from lottery.faults import fault_point
+from lottery.sparsity.maskset import MaskSet
+from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
+from lottery.tickets import TicketMeta, TicketStore
+from lottery.tickets.distributed import load_broadcast
+from lottery.train.early_bird import EarlyBird, prune_engine
+from lottery.train.imp_state import ImpState, round_alias, run_dir_for, write_json
+from lottery.train.pretrain import RunHooks, pretrain
+from lottery.train.theta0 import ensure_theta0, identity
+
+log = logging.getLogger("lottery.imp")
+METHODS = ("imp", "oneshot", "random")
+OBJECTIVES = ("pretrain",)
+FAMILY = "uniter"
+
+
+def check_config(config: ImpConfig) -> None:
+    imp = config.imp
+    if imp.method not in METHODS:
+        raise ConfigError(f"imp.method: {imp.method!r} is not one of {', '.join(METHODS)}")
+    if imp.objective not in OBJECTIVES:
+        raise ConfigError(f"imp.objective: {imp.objective!r} is not one of {', '.join(OBJECTIVES)}")
+    schedule = list(imp.schedule)
+    if not schedule or any(not 0.0 < s < 1.0 for s in schedule) or schedule != sorted(set(schedule)):
+        raise ConfigError(f"imp.schedule: {schedule} must be increasing sparsities in (0, 1)")
+    if imp.rewind_step < 0 or imp.rewind_step >= config.train.steps:
+        raise ConfigError(
+            f"imp.rewind_step: {imp.rewind_step} must be in [0, train.steps={config.train.steps})"
+        )
+    if imp.early_bird_threshold and not imp.early_bird_every:
+        raise ConfigError("imp.early_bird_threshold needs imp.early_bird_every > 0")
+
+
+@dataclass
+class ImpRun:
+    """One IMP run: its config, theta0, directory and state. `run()` is collective."""
+
+    config: ImpConfig
+    theta0_config: PretrainConfig
+    theta0_model: Path
+    theta0_digest: str
+    directory: Path
+
+    @property
+    def rounds(self) -> int:
+        """Trained rounds: the dense round 0, then one per target sparsity."""
+        return len(self.config.imp.schedule) + 1
+
+    @property
+    def masks(self) -> TicketStore:
+        return TicketStore(self.directory / "masks")
+
+    def round_dir(self, index: int) -> Path:
+        return self.directory / "rounds" / round_alias(index)
+
+    def start_model(self, index: int) -> Path:
+        if self.config.imp.rewind_step and index > 0:
+            return self.directory / "rewind"
+        return self.theta0_model
+
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(sorted(name for name, weight in self.config.tasks.mix.items() if weight > 0))
+
+    def meta(self, index: int) -> TicketMeta:
+        return TicketMeta(
+            family=FAMILY,
+            model=self.model_name,
+            method=self.config.imp.method,
+            tasks=self.tasks(),
+            imp_round=index,
+            config_digest=self.directory.name,
+        )
+
+    @property
+    def model_name(self) -> str:
+        from lottery.models.uniter import load_config as load_model_config
+
+        return load_model_config(self.theta0_model).name
+
+    def round_config(self, index: int) -> PretrainConfig:
+        ticket = round_alias(index) if index > 0 else ""
+        return PretrainConfig(
+            run_dir=str(self.round_dir(index)),
+            data=replace(self.theta0_config.data, curriculum=()),
+            model=replace(self.theta0_config.model, dir=str(self.start_model(index))),
+            tasks=self.config.tasks,
+            optim=self.config.optim,
+            train=self.config.train,
+            sparsity=SparsityConfig(ticket=ticket, store=str(self.directory / "masks")),
+        )
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        main = dist.is_main()
+        if main:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / "config.yaml").write_text(
+                to_yaml(self.config) + f"# theta0: {self.theta0_digest}\n"
+            )
+        dist.barrier()
+        for index in range(self.rounds):
+            state = self._state()
+            if index < state.rounds_done:
+                if main:  # a job killed right after finishing a round may have left its checkpoints
+                    shutil.rmtree(self.round_dir(index) / "checkpoints", ignore_errors=True)
+                continue
+            self._check_world_size(state, index)
+            stop = self._state().early_stops.get(str(index))
+            if main:
+                print(f"IMP round {index} of {self.rounds - 1}: {self._round_label(index)}", flush=True)
+            pretrain(self.round_config(index), keep_process_group=True, hooks=self._hooks(index, stop))
+            self._finish_round(index)
+            gc.collect()
+
+    def _state(self) -> ImpState:
+        """The state as rank 0 reads it, on every rank (collective): all ranks take the same decisions."""
+        return dist.broadcast_object(
+            ImpState.load(self.directory, self.theta0_digest) if dist.is_main() else None
+        )
+
+    def _round_label(self, index: int) -> str:
+        sparsity = 0.0 if index == 0 else self.config.imp.schedule[index - 1]
+        return f"training at {sparsity:.0%} sparsity ({self.config.imp.method}, run {self.directory})"
+
+    def _check_world_size(self, state: ImpState, index: int) -> None:
+        """Restart the round in flight from its start when it was begun on another number of ranks."""
+        world = dist.world_size()
+        changed = state.in_flight == index and state.in_flight_world_size not in (None, world)
+        if changed and dist.is_main():
+            print(
+                f"IMP round {index} was begun on {state.in_flight_world_size} rank(s), this job has "
+                f"{world}: its checkpoint is specific to the world size, so round {index} restarts "
+                "from its start (finished rounds keep their masks)",
+                flush=True,
+            )
+            shutil.rmtree(self.round_dir(index), ignore_errors=True)
+            state.early_stops.pop(str(index), None)
+        if dist.is_main():
+            state.in_flight, state.in_flight_world_size = index, world
+            state.save(self.directory)
+        dist.barrier()
+
+    def _current_masks(self, engine, index: int) -> MaskSet:
+        if index == 0:
+            params = prunable_parameters(engine.module, DEFAULT_SCOPE)
+            return MaskSet.dense({n: parameter_shape(p) for n, p in params.items()}, DEFAULT_SCOPE)
+        return load_broadcast(
+            self.masks.root, round_alias(index), expect_fingerprint=None, expect_scope=DEFAULT_SCOPE
+        ).masks
+
+    def _early_bird(self, engine, index: int) -> EarlyBird | None:
+        imp = self.config.imp
+        if imp.method != "imp" or index >= self.rounds - 1 or not imp.early_bird_every:
+            return None
+        return EarlyBird(
+            self.round_dir(index),
+            self._current_masks(engine, index),
+            imp.schedule[index],
+            imp.early_bird_every,
+            imp.early_bird_threshold,
+            self.meta(index + 1),
+        )
+
+    def _hooks(self, index: int, stop: int | None) -> RunHooks:
+        imp = self.config.imp
+        tracker: dict[str, EarlyBird | None] = {}
+
+        def on_step(engine, step: int) -> bool:
+            fault_point(f"imp.round_{index:02d}.step")
+            if index == 0 and step == imp.rewind_step:
+                self._save_rewind_point(engine)
+            if "bird" not in tracker:
+                tracker["bird"] = self._early_bird(engine, index)
+            bird = tracker["bird"]
+            if bird is None or not bird.on_step(engine, step):
+                return False
+            if dist.is_main():
+                state = ImpState.load(self.directory, self.theta0_digest)
+                state.early_stops[str(index)] = step
+                state.save(self.directory)
+                print(
+                    f"IMP round {index}: early-bird mask settled at step {step} of {self.config.train.steps}",
+                    flush=True,
+                )
+            return True
+
+        def on_done(engine) -> None:
+            self._prune_after(engine, index, tracker.get("bird") or self._early_bird(engine, index))
+
+        def on_start(engine) -> None:
+            self._check_rewind(engine, index)
+
+        return RunHooks(end_step=stop, on_start=on_start, on_step=on_step, on_done=on_done, save_model=False)
+
+    def _check_rewind(self, engine, index: int) -> None:
+        """Prove the round starts from the rewind point: kept weights equal it, pruned ones are 0.0.
+
+        Each rank compares the fp32 slice it owns (the ZeRO-3 partition, or its share of a replicated
+        weight) with the same entries of the start model's file; the largest difference is all-reduced.
+        """
+        import torch
+        from safetensors import safe_open
+
+        from lottery.sparsity.partition import engine_pieces
+
+        masks = self._current_masks(engine, index)
+        worst = 0.0
+        source = self.start_model(index) / "model.safetensors"
+        with safe_open(str(source), framework="pt") as weights:
+            for piece in engine_pieces(engine.module, masks):
+                flat = weights.get_tensor(piece.name).reshape(-1)
+                expected = flat[piece.start : piece.start + piece.weights.numel()].float() * piece.kept
+                if expected.numel():
+                    worst = max(worst, float((piece.weights.float() - expected).abs().max()))
+        worst = float(dist.all_gather_tensor(torch.tensor([worst])).max())
+        if dist.is_main():
+            print(
+                f"IMP round {index} starts from {self.start_model(index)}: largest |weight - start * mask| "
+                f"over the prunable weights = {worst:.3g}",
+                flush=True,
+            )
+        if worst != 0.0:
+            raise RuntimeError(f"IMP round {index} did not start from the rewind point (max diff {worst})")
+
+    def _save_rewind_point(self, engine) -> None:
+        """The weights at step `rewind_step` of round 0, where later rounds start (collective)."""
+        from lottery.models.uniter import from_pretrained, save_pretrained, tokenizer_files
+        from lottery.train.weights import full_state_dict
+
+        target = self.directory / "rewind"
+        state = full_state_dict(engine)
+        if dist.is_main() and not (target / "config.json").is_file():
+            model = from_pretrained(self.theta0_model)
+            model.load_state_dict(state)
+            partial = self.directory / ".rewind.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            save_pretrained(model, partial, extra_files=tokenizer_files(self.theta0_model))
+            partial.rename(target)
+            print(f"rewind point: the weights at step {self.config.imp.rewind_step} -> {target}", flush=True)
+        dist.barrier()
+
+    def _prune_after(self, engine, index: int, bird: EarlyBird | None) -> None:
+        """Cut the masks this round's end gives, store them, and record the round (collective)."""
+        imp = self.config.imp
+        current = self._current_masks(engine, index)
+        made: dict[int, MaskSet] = {}
+        if imp.method == "imp" and index < self.rounds - 1:
+            made[index + 1] = prune_engine(engine, current, "magnitude", imp.schedule[index])
+        elif imp.method in ("oneshot", "random") and index == 0:
+            method = "magnitude" if imp.method == "oneshot" else "random"
+            for offset, target in enumerate(imp.schedule, start=1):
+                made[offset] = prune_engine(engine, current, method, target, seed=imp.seed)
+        record: dict[str, object] = {"round": index, "sparsity": current.sparsity}
+        if dist.is_main():
+            for target_round, masks in made.items():
+                ticket = self.masks.put(masks, self.meta(target_round), alias=round_alias(target_round))
+                print(
+                    f"  mask {round_alias(target_round)}: {masks.sparsity:.2%} sparse, ticket {ticket[:12]}"
+                )
+            if index + 1 in made:
+                record["hamming_to_next"] = made[index + 1].hamming(current) / current.total
+            if bird is not None and index + 1 in made:
+                record["early_bird"] = bird.distances_to(made[index + 1])
+            write_json(self.round_dir(index) / "round.json", record)
+        dist.barrier()
+
+    def _finish_round(self, index: int) -> None:
+        if dist.is_main():
+            state = ImpState.load(self.directory, self.theta0_digest)
+            state.rounds_done, state.in_flight, state.in_flight_world_size = index + 1, None, None
+            state.save(self.directory)
+            # the round's masks and metrics are final: its optimizer state is dead weight on disk
+            shutil.rmtree(self.round_dir(index) / "checkpoints", ignore_errors=True)
+        dist.barrier()
+
+
+def prepare(config: ImpConfig) -> ImpRun:
+    """Check the config, build or reuse theta0 (collective), and find the run directory."""
+    from lottery.config import digest
+
+    check_config(config)
+    theta0_config = load_config(config.theta0, list(config.theta0_overrides))
+    theta0_model = ensure_theta0(theta0_config)
+    if theta0_model is None:
+        raise RuntimeError("theta0 stopped before its last step (theta0_overrides has stop_after_steps?)")
+    theta0_digest = digest(identity(theta0_config))
+    return ImpRun(config, theta0_config, theta0_model, theta0_digest, run_dir_for(config, theta0_digest))
+
+
+def imp(config: ImpConfig) -> Path:
+    """Run (or continue) an IMP run to its end, publish what the config asks; returns the run directory."""
+    from lottery.train.imp_report import print_rounds, write_rounds
+    from lottery.train.publish import publish
+
+    dist.init()
+    run = prepare(config)
+    run.run()
+    if dist.is_main():
+        rows = write_rounds(run.directory, run.theta0_model.parent)
+        print_rounds(rows, run.directory)
+        for sparsity, alias in sorted(config.imp.publish.items()):
+            publish(run.directory, sparsity, alias, config.imp.store or None)
+    dist.barrier()
+    dist.shutdown()
+    return run.directory

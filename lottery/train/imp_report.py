@@ -1,0 +1,87 @@
+"""The per-round table of an IMP run: sparsity and validation of each round, beside theta0 and chance.
+
+Built from what the rounds leave on disk (``rounds/round_NN/metrics.jsonl`` and ``round.json``), so it
+can be rebuilt for any run directory, also one copied off a cluster, and written as ``rounds.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lottery.train.imp_state import write_json
+
+COLUMNS = ("itm_acc", "mlm_acc", "mrfr_loss", "mrckl_loss", "wra_pos", "wra_neg")
+
+
+def _last_val(metrics: Path) -> dict[str, float]:
+    last: dict[str, float] = {}
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            record = json.loads(line)
+            if "val" in record:
+                last = {**record["val"], "step": record["step"]}
+    return last
+
+
+def round_rows(run_dir: Path) -> list[dict]:
+    """One row per finished round (those with a round.json), in round order."""
+    rows = []
+    for round_json in sorted(Path(run_dir).glob("rounds/round_*/round.json")):
+        record = json.loads(round_json.read_text())
+        val = _last_val(round_json.parent / "metrics.jsonl")
+        rows.append({**record, "steps": val.pop("step", None), "val": val})
+    return rows
+
+
+def reference_rows(theta0_dir: Path) -> list[dict]:
+    """theta0 itself (its last validation) and chance / trivial baselines from its criteria."""
+    rows = []
+    val = _last_val(theta0_dir / "metrics.jsonl")
+    if val:
+        val.pop("step", None)
+        rows.append({"label": "theta0", "val": val})
+    criteria = theta0_dir / "criteria.json"
+    if criteria.is_file():
+        by_name = {c["name"]: c["baseline"] for c in json.loads(criteria.read_text())["criteria"]}
+        chance = {"itm_acc": 0.5, "mlm_acc": 0.0}
+        if "MRFR loss" in by_name:
+            chance["mrfr_loss"] = by_name["MRFR loss"]
+        if "MRC-kl loss" in by_name:
+            chance["mrckl_loss"] = by_name["MRC-kl loss"]
+        rows.append({"label": "chance / mean", "val": chance})
+    return rows
+
+
+def write_rounds(run_dir: Path, theta0_dir: Path) -> dict:
+    table = {"rounds": round_rows(run_dir), "reference": reference_rows(theta0_dir)}
+    write_json(Path(run_dir) / "rounds.json", table)
+    return table
+
+
+def format_rounds(table: dict) -> str:
+    header = f"{'round':<14}{'sparsity':>9}{'steps':>7}" + "".join(f"{c:>12}" for c in COLUMNS)
+    header += f"{'to next':>9}{'early bird':>12}"
+    lines = [header]
+    for row in table["reference"]:
+        cells = "".join(_cell(row["val"].get(c)) for c in COLUMNS)
+        lines.append(f"{row['label']:<14}{'0.00%':>9}{'':>7}{cells}")
+    for row in table["rounds"]:
+        cells = "".join(_cell(row["val"].get(c)) for c in COLUMNS)
+        to_next = row.get("hamming_to_next")
+        draws = row.get("early_bird") or []
+        bird = f"{draws[-1]['distance_to_final']:.4f}@{draws[-1]['step']}" if draws else "-"
+        lines.append(
+            f"{'round ' + str(row['round']):<14}{row['sparsity']:>9.2%}{row['steps'] or '-':>7}{cells}"
+            f"{'-' if to_next is None else f'{to_next:.4f}':>9}{bird:>12}"
+        )
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>12}" if value is None else f"{value:>12.4f}"
+
+
+def print_rounds(table: dict, run_dir: Path) -> None:
+    print(f"IMP run {run_dir}: validation per round ('to next': Hamming distance to the next mask)")
+    print(format_rounds(table), flush=True)

@@ -1,0 +1,83 @@
+"""Where an IMP run keeps its progress: the run directory's layout, identity and ``state.json``.
+
+Layout of ``<runs_dir>/<method>-<digest12>/``::
+
+    config.yaml        the resolved IMP config, and theta0's digest
+    state.json         rounds done, the round in flight and its world size, early stops
+    masks/             a ticket store; alias ``round_NN`` = the mask round NN trains under (NN >= 1)
+    rounds/round_NN/   the round's training run: metrics.jsonl and round.json are kept, checkpoints
+                       are removed once the round is done
+    rewind/            with ``imp.rewind_step`` k: the weights at step k of round 0
+
+The state never depends on the world size except for the round in flight, whose checkpoint may
+(DESIGN.md, "Resume and world size"). Only rank 0 writes; every write is a temp file renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from lottery.config import ImpConfig, to_dict
+
+
+def round_alias(index: int) -> str:
+    return f"round_{index:02d}"
+
+
+def run_identity(config: ImpConfig, theta0_digest: str) -> str:
+    """sha256 of what decides the masks: the config without where it runs or how often it logs."""
+    ident = replace(
+        config,
+        runs_dir="",
+        theta0="",
+        theta0_overrides=(),
+        train=replace(config.train, stop_after_steps=0, log_every=1, val_every=1, ckpt_every=1),
+        imp=replace(config.imp, publish={}, store=""),
+    )
+    canonical = json.dumps({"imp": to_dict(ident), "theta0": theta0_digest}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def run_dir_for(config: ImpConfig, theta0_digest: str) -> Path:
+    return Path(config.runs_dir) / f"{config.imp.method}-{run_identity(config, theta0_digest)[:12]}"
+
+
+@dataclass
+class ImpState:
+    """Progress of a run. ``rounds_done`` rounds are finished (their masks and metrics are final)."""
+
+    theta0: str
+    rounds_done: int = 0
+    in_flight: int | None = None  # the round being trained
+    in_flight_world_size: int | None = None
+    early_stops: dict[str, int] = field(default_factory=dict)  # round -> step it ended at
+
+    @classmethod
+    def load(cls, run_dir: Path, theta0: str) -> ImpState:
+        path = Path(run_dir) / "state.json"
+        if not path.is_file():
+            return cls(theta0=theta0)
+        try:
+            state = cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise RuntimeError(f"{path}: not an IMP state file ({err}); move it away to start over") from None
+        if state.theta0 != theta0:
+            raise RuntimeError(
+                f"{path}: the run was made from theta0 {state.theta0[:16]}, this config gives {theta0[:16]}"
+            )
+        return state
+
+    def save(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / "state.json", asdict(self))
+
+
+def write_json(path: Path, payload: object) -> None:
+    """Write JSON so a reader sees the old file or the complete new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)

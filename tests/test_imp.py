@@ -1,0 +1,200 @@
+"""`lottery imp` through the real launchers: exact schedules, rewind, kill -9 anywhere, world-size change.
+
+Rounds are 2 steps long on the small shapes world; theta0 is a 4-step pre-training built once for the
+module (its cache is shared). The rewind check is the run's own: every round prints the largest
+|weight - theta0 * mask| over the prunable weights of its engine at its start, and fails if not 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run, torchrun
+
+from lottery.tickets import TicketStore
+
+pytestmark = pytest.mark.distributed
+
+
+@pytest.fixture(scope="module")
+def theta0_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("theta0-cache")
+
+
+def write_config(
+    path: Path, shapes_dir: Path, model_dir: Path, *, zero: int, steps: int = 2, **imp: object
+) -> Path:
+    theta0 = {
+        "data.dir": shapes_dir,
+        "model.dir": model_dir,
+        "data.num_workers": 0,
+        "data.curriculum": "[]",
+        "train.steps": 4,
+        "train.batch_size": 8,
+        "train.val_batches": 2,
+        "train.val_every": 4,
+        "train.ckpt_every": 4,
+    }
+    config = {
+        "runs_dir": str(path.parent / "runs"),
+        "theta0_overrides": [f"{k}={v}" for k, v in theta0.items()],
+        "optim": {"lr": 1e-4, "warmup_steps": 1},
+        "train": {
+            "steps": steps,
+            "batch_size": 8,
+            "zero_stage": zero,
+            "val_every": 2,
+            "val_batches": 2,
+            "ckpt_every": 1,
+            "log_every": 1,
+        },
+        "imp": {"schedule": [0.3, 0.5, 0.7], **imp},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def launch(config: Path, cache: Path, *, ranks: int = 2, fault: str = "", check: bool = True):
+    env = {"LOTTERY_THETA0_CACHE": str(cache), "LOTTERY_FAULT": fault}
+    prefix = torchrun(ranks) if ranks > 1 else [sys.executable]
+    cmd = [
+        "env",
+        *(f"{k}={v}" for k, v in env.items()),
+        *prefix,
+        "-m",
+        "lottery",
+        "imp",
+        "--config",
+        str(config),
+    ]
+    return run(cmd, timeout=900, check=check)
+
+
+def run_dir(config: Path) -> Path:
+    (found,) = (config.parent / "runs").iterdir()
+    return found
+
+
+def round_ids(directory: Path) -> dict[str, str]:
+    store = TicketStore(directory / "masks")
+    return {alias: store.resolve(alias) for alias in sorted(store.aliases())}
+
+
+def state(directory: Path) -> dict:
+    return json.loads((directory / "state.json").read_text())
+
+
+def rewind_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if "largest |weight - start * mask|" in line]
+
+
+def test_imp_killed_mid_round_and_mid_ticket_write_gives_the_uninterrupted_tickets(
+    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
+):
+    straight = write_config(tmp_path / "a" / "imp.yaml", shapes_dir, mini_model_dir, zero=3)
+    killed = write_config(tmp_path / "b" / "imp.yaml", shapes_dir, mini_model_dir, zero=3)
+
+    done = launch(straight, theta0_cache)
+    expected = round_ids(run_dir(straight))
+    assert list(expected) == ["round_01", "round_02", "round_03"]
+    lines = rewind_lines(done.stdout)
+    assert len(lines) == 4 and all(line.endswith("= 0") for line in lines), lines
+
+    # kill -9 after step 1 of round 2: rounds 0-1 stay done
+    assert launch(killed, theta0_cache, fault="imp.round_02.step@1", check=False).returncode != 0
+    directory = run_dir(killed)
+    assert state(directory)["rounds_done"] == 2 and state(directory)["in_flight"] == 2
+    # kill -9 while the ticket of round 3 is being written (temp file written, not yet renamed)
+    assert launch(killed, theta0_cache, fault="store.before_rename@1", check=False).returncode != 0
+    assert "round_03" not in TicketStore(directory / "masks").aliases()
+    assert list((directory / "masks" / "tmp").iterdir()), "the killed writer left its temp file"
+
+    resumed = launch(killed, theta0_cache)
+    assert "IMP round 0" not in resumed.stdout and "IMP round 1 " not in resumed.stdout
+    assert round_ids(directory) == expected
+    assert state(directory)["rounds_done"] == 4
+    assert not list(directory.glob("rounds/*/checkpoints")), "finished rounds keep no optimizer state"
+
+
+def test_imp_stopped_on_two_ranks_finishes_on_one_keeping_finished_rounds(
+    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
+):
+    config = write_config(tmp_path / "imp.yaml", shapes_dir, mini_model_dir, zero=2, schedule=[0.3, 0.5])
+    stopped = launch(config, theta0_cache, fault="imp.round_02.step@2", check=False)
+    assert stopped.returncode != 0
+    assert len(rewind_lines(stopped.stdout)) == 3 and all(
+        x.endswith("= 0") for x in rewind_lines(stopped.stdout)
+    )
+    directory = run_dir(config)
+    before = round_ids(directory)
+    assert list(before) == ["round_01", "round_02"] and state(directory)["in_flight_world_size"] == 2
+
+    resumed = launch(config, theta0_cache, ranks=1)
+    assert "was begun on 2 rank(s), this job has 1" in resumed.stdout
+    assert "round 2 restarts from its start" in resumed.stdout
+    assert round_ids(directory) == before
+    table = json.loads((directory / "rounds.json").read_text())
+    assert [row["round"] for row in table["rounds"]] == [0, 1, 2]
+    assert all(line.endswith("= 0") for line in rewind_lines(resumed.stdout))
+
+
+def test_the_three_methods_cut_exact_equal_sparsities_and_random_differs(
+    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
+):
+    masks = {}
+    for method, zero, ranks in (("imp", 1, 2), ("oneshot", 0, 2), ("random", 0, 1)):
+        config = write_config(
+            tmp_path / method / "imp.yaml",
+            shapes_dir,
+            mini_model_dir,
+            zero=zero,
+            method=method,
+            schedule=[0.3, 0.5],
+        )
+        proc = launch(config, theta0_cache, ranks=ranks)
+        assert all(line.endswith("= 0") for line in rewind_lines(proc.stdout))
+        store = TicketStore(run_dir(config) / "masks")
+        masks[method] = {alias: store.load(alias) for alias in ("round_01", "round_02")}
+    for method, tickets in masks.items():
+        for alias, target in (("round_01", 0.3), ("round_02", 0.5)):
+            ticket = tickets[alias]
+            pruned = ticket.masks.total - ticket.masks.kept
+            assert pruned == round(target * ticket.masks.total), (method, alias)
+            assert ticket.meta.method == method and ticket.meta.tasks == ("itm", "mlm", "mrckl", "mrfr")
+    assert masks["random"]["round_02"].masks != masks["imp"]["round_02"].masks
+    assert masks["oneshot"]["round_01"].masks != masks["random"]["round_01"].masks
+    # IMP's masks are nested: a weight pruned in round 1 stays pruned
+    first, second = (masks["imp"][a].masks.masks for a in ("round_01", "round_02"))
+    assert all(not (second[n] & ~first[n]).any() for n in first)
+
+
+def test_early_bird_ends_a_round_and_a_rerun_keeps_that_end(
+    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
+):
+    config = write_config(
+        tmp_path / "imp.yaml",
+        shapes_dir,
+        mini_model_dir,
+        zero=0,
+        steps=4,
+        schedule=[0.3],
+        early_bird_every=1,
+        early_bird_threshold=1.0,  # any distance is below 1: the round ends at its second draw
+        rewind_step=1,
+    )
+    first = launch(config, theta0_cache, ranks=1)
+    directory = run_dir(config)
+    assert "early-bird mask settled at step 2 of 4" in first.stdout
+    assert (directory / "rewind" / "config.json").is_file()
+    assert f"IMP round 1 starts from {directory / 'rewind'}" in first.stdout
+    table = json.loads((directory / "rounds.json").read_text())
+    draws = table["rounds"][0]["early_bird"]
+    assert [d["step"] for d in draws] == [1, 2] and draws[-1]["distance_to_final"] == 0.0
+    ids = round_ids(directory)
+    again = launch(config, theta0_cache, ranks=1)
+    assert "IMP round" not in again.stdout and round_ids(directory) == ids
