@@ -88,9 +88,13 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _config_show(args: argparse.Namespace) -> None:
-    from lottery.config import digest, load_config, to_yaml
+    import yaml
 
-    config = load_config(args.config, args.overrides)
+    from lottery.config import ImpConfig, PretrainConfig, config_path, digest, load_config, to_yaml
+
+    tree = yaml.safe_load(config_path(args.config).read_text()) or {}
+    kind = ImpConfig if isinstance(tree, dict) and "imp" in tree else PretrainConfig
+    config = load_config(args.config, args.overrides, cls=kind)
     print(f"# digest {digest(config)}")
     print(to_yaml(config), end="")
 
