@@ -195,6 +195,7 @@ def test_early_bird_ends_a_round_and_a_rerun_keeps_that_end(
     table = json.loads((directory / "rounds.json").read_text())
     draws = table["rounds"][0]["early_bird"]
     assert [d["step"] for d in draws] == [1, 2] and draws[-1]["distance_to_final"] == 0.0
+    assert "early bird: the rounds ended after 6 of 8 steps (25% saved)" in first.stdout
     ids = round_ids(directory)
     again = launch(config, theta0_cache, ranks=1)
     assert "IMP round" not in again.stdout and round_ids(directory) == ids

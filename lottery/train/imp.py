@@ -325,7 +325,7 @@ def imp(config: ImpConfig) -> Path:
     run.run()
     if dist.is_main():
         rows = write_rounds(run.directory, run.theta0_model.parent)
-        print_rounds(rows, run.directory)
+        print_rounds(rows, run.directory, config.train.steps)
         for sparsity, alias in sorted(config.imp.publish.items()):
             publish(run.directory, sparsity, alias, config.imp.store or None)
     dist.barrier()

@@ -82,6 +82,16 @@ def _cell(value: float | None) -> str:
     return f"{'-':>12}" if value is None else f"{value:>12.4f}"
 
 
-def print_rounds(table: dict, run_dir: Path) -> None:
+def early_bird_saving(table: dict, steps_per_round: int) -> tuple[int, int]:
+    """(steps saved by early-bird stops, steps of the rounds at full length)."""
+    rounds = table["rounds"]
+    done = sum(min(row["steps"] or steps_per_round, steps_per_round) for row in rounds)
+    return steps_per_round * len(rounds) - done, steps_per_round * len(rounds)
+
+
+def print_rounds(table: dict, run_dir: Path, steps_per_round: int) -> None:
     print(f"IMP run {run_dir}: validation per round ('to next': Hamming distance to the next mask)")
     print(format_rounds(table), flush=True)
+    saved, full = early_bird_saving(table, steps_per_round)
+    if saved:
+        print(f"early bird: the rounds ended after {full - saved} of {full} steps ({saved / full:.0%} saved)")

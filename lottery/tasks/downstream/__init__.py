@@ -1,0 +1,1 @@
+"""The seven downstream tasks of the paper (VQA, GQA, VCR, SNLI-VE, RefCOCO+, retrieval, NLVR2)."""
