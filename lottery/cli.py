@@ -79,6 +79,16 @@ def _imp(args: argparse.Namespace) -> None:
     imp(load_config(args.config, args.overrides, cls=ImpConfig))
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from lottery.config import FinetuneConfig, load_config
+    from lottery.train.finetune import finetune
+
+    chosen = [f"task={args.task}", f"ticket={args.ticket}", f"init={args.init}"]
+    chosen += [f"store={args.store}"] if args.store else []
+    chosen += ["save_model=false"] if args.no_save else []
+    finetune(load_config(args.config, chosen + args.overrides, cls=FinetuneConfig))
+
+
 def _eval(args: argparse.Namespace) -> None:
     from lottery.train.grounding import evaluate_model_dir, format_criteria
 
@@ -155,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key=value overrides, e.g. imp.method=random train.steps=50"
     )
     imp.set_defaults(func=_imp)
+
+    tune = commands.add_parser("finetune", help="fine-tune one downstream task from theta0 under a ticket")
+    tune.add_argument("--task", required=True, help="vqa, gqa, vcr, snli-ve, refcoco+, retrieval or nlvr2")
+    tune.add_argument("--ticket", default="dense", help="ticket alias or id in the store, or dense")
+    tune.add_argument("--init", default="theta0", help="theta0, bert (theta0') or shuffled (theta0'')")
+    tune.add_argument(
+        "--store", default=None, help="ticket store (default: $LOTTERY_TICKET_STORE or ./tickets)"
+    )
+    tune.add_argument("--no-save", action="store_true", help="do not write the fine-tuned model (sweeps)")
+    tune.add_argument("--config", default=None, help="a finetune YAML (default: the built-in defaults)")
+    tune.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 train.zero_stage=3"
+    )
+    tune.set_defaults(func=_finetune)
 
     evaluate = commands.add_parser("eval", help="the theta0 criteria of a model directory on the val split")
     evaluate.add_argument("--model", required=True, help="a model directory")

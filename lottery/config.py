@@ -195,6 +195,51 @@ class ImpConfig:
     imp: ImpSettings = field(default_factory=ImpSettings)
 
 
+@dataclass(frozen=True)
+class FinetuneData:
+    """Which examples a fine-tune reads: the first ``train_examples`` / ``val_examples`` of the task's
+    splits after a seeded shuffle (0: all); ``negatives``: retrieval's other images per caption in
+    training; ``val_images``: retrieval's evaluation grid (all captions of that many val images)."""
+
+    train_examples: int = 4000
+    val_examples: int = 500
+    negatives: int = 3
+    val_images: int = 25
+    seed: int = 0
+
+
+def _finetune_optim() -> OptimConfig:
+    return OptimConfig(lr=5e-5, warmup_steps=20, new_parts_lr=5e-4, new_parts=(r"head\..*",))
+
+
+def _finetune_train() -> TrainConfig:
+    return TrainConfig(steps=200, batch_size=16, zero_stage=0, val_every=100, val_batches=0, ckpt_every=0)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """``lottery finetune``: one task from a start (``init``) under a ticket (``dense``: none).
+
+    ``init``: ``theta0`` (the pre-trained model), ``bert`` (the text side from the BERT, the rest fresh:
+    the paper's theta0') or ``shuffled`` (theta0's values permuted within each tensor, seeded by
+    ``init_seed``: the paper's theta0''). The run directory is ``runs_dir/<task>-<ticket>-<init>-<digest>``.
+    """
+
+    runs_dir: str = "runs/finetune"
+    task: str = "vqa"
+    theta0: str = "pretrain-uniter-mini"
+    theta0_overrides: tuple[str, ...] = ()
+    init: str = "theta0"
+    init_seed: int = 0
+    ticket: str = "dense"
+    store: str = ""
+    verify_every: int = 0
+    save_model: bool = True
+    data: FinetuneData = field(default_factory=FinetuneData)
+    optim: OptimConfig = field(default_factory=_finetune_optim)
+    train: TrainConfig = field(default_factory=_finetune_train)
+
+
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     """Turn a YAML/command-line value into the annotated type, or raise naming the key."""
     origin = typing.get_origin(kind)

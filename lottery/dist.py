@@ -246,3 +246,12 @@ __all__ = [
     "shutdown",
     "world_size",
 ]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's object, in rank order, on every rank (collective). Used for per-rank predictions."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    holder: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(holder, obj)
+    return holder

@@ -98,3 +98,25 @@ def quick_overrides(run_dir: Path, shapes_dir: Path, model_dir: Path, **extra: o
     }
     values.update(extra)
     return [f"{key}={value}" for key, value in values.items()]
+
+
+@pytest.fixture(scope="session")
+def theta0_cache(tmp_path_factory) -> Path:
+    """One theta0 cache for the session: jobs that need theta0 build the 4-step one once."""
+    return tmp_path_factory.mktemp("theta0-cache")
+
+
+def theta0_overrides(shapes_dir: Path, model_dir: Path) -> list[str]:
+    """`theta0_overrides` of IMP and fine-tune configs: a 4-step theta0 on the small shapes world."""
+    values = {
+        "data.dir": shapes_dir,
+        "model.dir": model_dir,
+        "data.num_workers": 0,
+        "data.curriculum": "[]",
+        "train.steps": 4,
+        "train.batch_size": 8,
+        "train.val_batches": 2,
+        "train.val_every": 4,
+        "train.ckpt_every": 4,
+    }
+    return [f"{key}={value}" for key, value in values.items()]

@@ -1,7 +1,7 @@
 """`lottery imp` through the real launchers: exact schedules, rewind, kill -9 anywhere, world-size change.
 
 Rounds are 2 steps long on the small shapes world; theta0 is a 4-step pre-training built once for the
-module (its cache is shared). The rewind check is the run's own: every round prints the largest
+session (its cache is shared). The rewind check is the run's own: every round prints the largest
 |weight - theta0 * mask| over the prunable weights of its engine at its start, and fails if not 0.
 """
 
@@ -13,35 +13,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run, torchrun
+from conftest import run, theta0_overrides, torchrun
 
 from lottery.tickets import TicketStore
 
 pytestmark = pytest.mark.distributed
 
 
-@pytest.fixture(scope="module")
-def theta0_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("theta0-cache")
-
-
 def write_config(
     path: Path, shapes_dir: Path, model_dir: Path, *, zero: int, steps: int = 2, **imp: object
 ) -> Path:
-    theta0 = {
-        "data.dir": shapes_dir,
-        "model.dir": model_dir,
-        "data.num_workers": 0,
-        "data.curriculum": "[]",
-        "train.steps": 4,
-        "train.batch_size": 8,
-        "train.val_batches": 2,
-        "train.val_every": 4,
-        "train.ckpt_every": 4,
-    }
     config = {
         "runs_dir": str(path.parent / "runs"),
-        "theta0_overrides": [f"{k}={v}" for k, v in theta0.items()],
+        "theta0_overrides": theta0_overrides(shapes_dir, model_dir),
         "optim": {"lr": 1e-4, "warmup_steps": 1},
         "train": {
             "steps": steps,
