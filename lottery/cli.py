@@ -86,6 +86,7 @@ def _finetune(args: argparse.Namespace) -> None:
     chosen = [f"task={args.task}", f"ticket={args.ticket}", f"init={args.init}"]
     chosen += [f"store={args.store}"] if args.store else []
     chosen += ["save_model=false"] if args.no_save else []
+    chosen += ["adversarial.enabled=true"] if args.adversarial else []
     finetune(load_config(args.config, chosen + args.overrides, cls=FinetuneConfig))
 
 
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", default=None, help="ticket store (default: $LOTTERY_TICKET_STORE or ./tickets)"
     )
     tune.add_argument("--no-save", action="store_true", help="do not write the fine-tuned model (sweeps)")
+    tune.add_argument(
+        "--adversarial", action="store_true", help="VILLA-style adversarial training (adversarial.*)"
+    )
     tune.add_argument("--config", default=None, help="a finetune YAML (default: the built-in defaults)")
     tune.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 train.zero_stage=3"

@@ -208,6 +208,23 @@ class FinetuneData:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """VILLA-style adversarial fine-tuning: perturb the text and region embeddings.
+
+    ``steps`` ascent steps of ``step_size`` along the per-example L2-normalised gradient, the
+    perturbation kept in the L2 ball of radius ``norm_bound`` (0: no projection, VILLA's default), and
+    the adversarial loss plus ``kl_weight`` x the symmetric KL between clean and adversarial predictions
+    averaged into the training loss (VILLA: 3 steps, 1e-3, KL weight 1.5).
+    """
+
+    enabled: bool = False
+    steps: int = 3
+    step_size: float = 1e-3
+    norm_bound: float = 0.0
+    kl_weight: float = 1.5
+
+
 def _finetune_optim() -> OptimConfig:
     return OptimConfig(lr=5e-5, warmup_steps=20, new_parts_lr=5e-4, new_parts=(r"head\..*",))
 
@@ -235,6 +252,7 @@ class FinetuneConfig:
     store: str = ""
     verify_every: int = 0
     save_model: bool = True
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     data: FinetuneData = field(default_factory=FinetuneData)
     optim: OptimConfig = field(default_factory=_finetune_optim)
     train: TrainConfig = field(default_factory=_finetune_train)

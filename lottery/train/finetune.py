@@ -31,7 +31,8 @@ def run_dir_for(config: FinetuneConfig) -> Path:
     ident = replace(config, runs_dir="", save_model=True, verify_every=0)
     digest = hashlib.sha256(json.dumps(to_dict(ident), sort_keys=True).encode()).hexdigest()[:10]
     ticket = config.ticket.replace("/", "_")
-    return Path(config.runs_dir) / f"{config.task}-{ticket}-{config.init}-{digest}"
+    adversarial = "-adv" if config.adversarial.enabled else ""
+    return Path(config.runs_dir) / f"{config.task}-{ticket}-{config.init}{adversarial}-{digest}"
 
 
 def check_config(config: FinetuneConfig) -> None:
@@ -134,6 +135,11 @@ def finetune(config: FinetuneConfig) -> dict:
     )
     enforcer = attach_ticket(engine, sparsity)
     task_adapter = adapter(config.task)
+    objective = task_adapter
+    if config.adversarial.enabled:
+        from lottery.tasks.downstream.adversarial import AdversarialLoss
+
+        objective = AdversarialLoss(task_adapter, config.adversarial)
     train = config.train
     world, rank = dist.world_size(), dist.rank()
     per_step = train.batch_size * world
@@ -147,7 +153,7 @@ def finetune(config: FinetuneConfig) -> dict:
         chunk = order[start + rank * train.batch_size : start + (rank + 1) * train.batch_size]
         generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step * 101 + rank)
         batch = task_adapter.collate([data.train[i] for i in chunk], ctx, generator)
-        loss, _ = engine(_to(batch, engine.device), task_adapter)
+        loss, _ = engine(_to(batch, engine.device), objective)
         engine.backward(loss)
         if enforcer is not None:
             enforcer.before_step()
@@ -169,6 +175,7 @@ def finetune(config: FinetuneConfig) -> dict:
         "ticket_id": None if enforcer is None else _ticket_id(config),
         "sparsity": 0.0 if enforcer is None else enforcer.masks.sparsity,
         "init": config.init,
+        "adversarial": config.adversarial.enabled,
         "world_size": world,
         "steps": train.steps,
         "train_examples": len(data.train),

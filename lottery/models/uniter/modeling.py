@@ -127,6 +127,8 @@ class UniterModel(nn.Module):
         img_masks: Tensor | None = None,
         txt_type_ids: Tensor | None = None,
         img_type_ids: Tensor | None = None,
+        txt_delta: Tensor | None = None,
+        img_delta: Tensor | None = None,
     ) -> Tensor:
         """Sequence output (B, L, H); the pooled output is `self.pooler(sequence_output)`.
 
@@ -135,12 +137,16 @@ class UniterModel(nn.Module):
         gather_index (B, L) indexing into the concatenation [text (T) ; regions (N)] so that each
         sample's text is followed directly by its regions, padding only at the end. With text only
         (img_feat None) or regions only (input_ids None) L is T or N and gather_index is unused.
+        `txt_delta` (B, T, H) and `img_delta` (B, N, H) are added to the text and region embeddings:
+        the perturbations of adversarial (VILLA) training.
         """
         if input_ids is None and img_feat is None:
             raise ValueError(
                 "UniterModel.forward: input_ids and img_feat are both None; give text, regions or both"
             )
         txt_emb = None if input_ids is None else self.embeddings(input_ids, position_ids, txt_type_ids)
+        if txt_delta is not None and txt_emb is not None:
+            txt_emb = txt_emb + txt_delta
         img_emb = None
         if img_feat is not None:
             if img_pos_feat is None:
@@ -149,6 +155,8 @@ class UniterModel(nn.Module):
                 img_type_ids = torch.full(img_feat.shape[:2], IMAGE_TOKEN_TYPE, device=img_feat.device)
             type_embeddings = self.embeddings.token_type_embeddings(img_type_ids)
             img_emb = self.img_embeddings(img_feat, img_pos_feat, type_embeddings, img_masks)
+            if img_delta is not None:
+                img_emb = img_emb + img_delta
 
         if img_emb is None:
             embedding_output = txt_emb

@@ -40,20 +40,23 @@ class Vcr:
         batch["rationale_label"] = torch.tensor([e.fields["rationale_label"] for e in examples])
         return batch
 
-    def _grouped(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-        grouped = scores(model, batch).float().view(len(batch["answer_label"]), 2, 4)
-        return grouped[:, 0], grouped[:, 1]
+    def outputs(self, model: nn.Module, batch: Batch) -> Tensor:
+        """(B, 2, 4): the four answers' scores, then the four rationales'."""
+        return scores(model, batch).float().view(len(batch["answer_label"]), 2, 4)
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        answer, rationale = self._grouped(model, batch)
-        loss = F.cross_entropy(answer, batch["answer_label"]) + F.cross_entropy(
+    def loss_from(self, grouped: Tensor, batch: Batch) -> Tensor:
+        answer, rationale = grouped[:, 0], grouped[:, 1]
+        return F.cross_entropy(answer, batch["answer_label"]) + F.cross_entropy(
             rationale, batch["rationale_label"]
         )
-        return loss, stats(loss, len(answer))
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        loss = self.loss_from(self.outputs(model, batch), batch)
+        return loss, stats(loss, len(batch["answer_label"]))
 
     def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[tuple[int, int]]:
-        answer, rationale = self._grouped(model, batch)
-        return list(zip(answer.argmax(-1).tolist(), rationale.argmax(-1).tolist(), strict=True))
+        grouped = self.outputs(model, batch)
+        return list(zip(grouped[:, 0].argmax(-1).tolist(), grouped[:, 1].argmax(-1).tolist(), strict=True))
 
     def metric(
         self, predictions: Sequence[tuple[int, int]], examples: Sequence[TaskExample]
@@ -87,9 +90,16 @@ class Retrieval:
         batch["candidates"] = torch.tensor([1 + ctx.negatives])
         return batch
 
+    def outputs(self, model: nn.Module, batch: Batch) -> Tensor:
+        """(captions, 1 + negatives): each caption's score with its image first, then the others."""
+        return scores(model, batch).float().view(-1, int(batch["candidates"][0]))
+
+    def loss_from(self, grouped: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=grouped.device))
+
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        grouped = scores(model, batch).float().view(-1, int(batch["candidates"][0]))
-        loss = F.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=grouped.device))
+        grouped = self.outputs(model, batch)
+        loss = self.loss_from(grouped, batch)
         return loss, stats(loss, len(grouped))
 
     def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[float]:

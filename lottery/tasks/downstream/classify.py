@@ -44,11 +44,14 @@ class Classify:
         batch["targets"] = targets
         return batch
 
-    def logits(self, model: nn.Module, batch: Batch) -> Tensor:
+    def outputs(self, model: nn.Module, batch: Batch) -> Tensor:
         return model.head(model.pooled(encode(model, batch)))
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        logits = self.logits(model, batch)
+        loss = self.loss_from(self.outputs(model, batch), batch)
+        return loss, stats(loss, len(batch["targets"]))
+
+    def loss_from(self, logits: Tensor, batch: Batch) -> Tensor:
         targets = batch["targets"]
         if self.name == "vqa":
             loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float()) * targets.size(1)
@@ -56,11 +59,11 @@ class Classify:
             loss = F.cross_entropy(logits.float(), targets, ignore_index=-100)
         else:
             loss = logits.sum() * 0.0  # no answer of this batch is in the vocabulary
-        return loss, stats(loss, len(targets))
+        return loss
 
     def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[str]:
         labels = self.labels(ctx)
-        return [labels[i] for i in self.logits(model, batch).argmax(dim=-1).tolist()]
+        return [labels[i] for i in self.outputs(model, batch).argmax(dim=-1).tolist()]
 
     def metric(self, predictions: Sequence[str], examples: Sequence[TaskExample]) -> dict[str, float]:
         if self.name == "vqa":

@@ -19,6 +19,7 @@ from lottery.tasks.packing import pack
 
 Batch = dict[str, Tensor]
 MODEL_INPUTS = ("input_ids", "position_ids", "img_feat", "img_pos_feat", "attn_masks", "gather_index")
+PERTURBATIONS = ("txt_delta", "img_delta")  # set by adversarial training
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def pack_pairs(ctx: TaskContext, ids: Sequence[list[int]], keys: Sequence[str]) 
 
 
 def encode(model: nn.Module, batch: Batch) -> Tensor:
-    return model.uniter(**{k: batch[k] for k in MODEL_INPUTS})
+    return model.uniter(**{k: batch[k] for k in MODEL_INPUTS + PERTURBATIONS if k in batch})
 
 
 def stats(loss: Tensor, count: int) -> dict[str, float]:
@@ -74,6 +75,10 @@ class Adapter(Protocol):
     ) -> Batch: ...
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]: ...
+
+    def outputs(self, model: nn.Module, batch: Batch) -> Tensor: ...
+
+    def loss_from(self, outputs: Tensor, batch: Batch) -> Tensor: ...
 
     def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[Any]: ...
 

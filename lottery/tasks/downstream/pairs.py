@@ -29,16 +29,19 @@ class ImagePairs:
         batch["targets"] = torch.tensor([int(bool(e.fields["label"])) for e in examples])
         return batch
 
-    def logits(self, model: nn.Module, batch: Batch) -> Tensor:
+    def outputs(self, model: nn.Module, batch: Batch) -> Tensor:
         pooled = model.pooled(encode(model, batch))
-        return model.head(pooled.reshape(len(batch["targets"]), -1))
+        return model.head(pooled.reshape(len(batch["targets"]), -1)).float()
+
+    def loss_from(self, logits: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(logits, batch["targets"])
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        loss = F.cross_entropy(self.logits(model, batch).float(), batch["targets"])
+        loss = self.loss_from(self.outputs(model, batch), batch)
         return loss, stats(loss, len(batch["targets"]))
 
     def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[bool]:
-        return [bool(i) for i in self.logits(model, batch).argmax(dim=-1).tolist()]
+        return [bool(i) for i in self.outputs(model, batch).argmax(dim=-1).tolist()]
 
     def metric(self, predictions: Sequence[bool], examples: Sequence[TaskExample]) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, [bool(e.fields["label"]) for e in examples])}

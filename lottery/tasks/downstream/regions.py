@@ -49,18 +49,22 @@ class ReferringExpressions:
         batch["targets"] = torch.tensor([target_region(e, ctx) for e in examples])
         return batch
 
-    def region_scores(self, model: nn.Module, batch: Batch) -> Tensor:
+    def outputs(self, model: nn.Module, batch: Batch) -> Tensor:
+        """(B, N) region scores; padding slots get -1e4 (finite, so a KL between two of them is too)."""
         sequence = encode(model, batch)
         _, regions, _, valid = unpack_outputs(sequence, batch["txt_lens"], batch["num_regions"])
-        return model.head(regions).squeeze(-1).float().masked_fill(~valid, float("-inf"))
+        return model.head(regions).squeeze(-1).float().masked_fill(~valid, -1e4)
+
+    def loss_from(self, region_scores: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(region_scores, batch["targets"])
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        loss = F.cross_entropy(self.region_scores(model, batch), batch["targets"])
+        loss = self.loss_from(self.outputs(model, batch), batch)
         return loss, stats(loss, len(batch["targets"]))
 
     def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[bool]:
         """Whether the best-scored region is the target (a box target is resolved in `collate`)."""
-        return (self.region_scores(model, batch).argmax(dim=-1) == batch["targets"]).tolist()
+        return (self.outputs(model, batch).argmax(dim=-1) == batch["targets"]).tolist()
 
     def metric(self, predictions: Sequence[bool], examples: Sequence[TaskExample]) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, [True] * len(examples))}
