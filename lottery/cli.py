@@ -90,6 +90,26 @@ def _finetune(args: argparse.Namespace) -> None:
     finetune(load_config(args.config, chosen + args.overrides, cls=FinetuneConfig))
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from lottery.config import FinetuneConfig, load_config
+    from lottery.train.sweep import sweep, sweep_configs
+
+    base = load_config(
+        args.config, (["save_model=false"] if args.no_save else []) + args.overrides, cls=FinetuneConfig
+    )
+    adversarial = (False, True) if args.adversarial else (False,)
+    sweep(sweep_configs(base, args.tasks, args.tickets, args.inits, adversarial))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from lottery.report.collect import collect
+    from lottery.report.render import write_report
+
+    path = write_report(collect([Path(d) for d in args.runs]), Path(args.out))
+    print(path.read_text(), end="")
+    print(f"report written to {path.parent} (report.md, results.csv, PNG figures)")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from lottery.train.grounding import evaluate_model_dir, format_criteria
 
@@ -183,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 train.zero_stage=3"
     )
     tune.set_defaults(func=_finetune)
+
+    grid = commands.add_parser(
+        "sweep", help="fine-tune a grid of tickets x tasks, one after another; skips done jobs"
+    )
+    grid.add_argument("--tasks", nargs="+", required=True)
+    grid.add_argument("--tickets", nargs="+", required=True, help="aliases or ids, and/or dense")
+    grid.add_argument("--inits", nargs="+", default=["theta0"], help="theta0, bert, shuffled")
+    grid.add_argument(
+        "--adversarial", action="store_true", help="also run every job with adversarial training"
+    )
+    grid.add_argument("--no-save", action="store_true", help="do not write the fine-tuned models")
+    grid.add_argument("--config", default=None, help="a finetune YAML (default: the built-in defaults)")
+    grid.add_argument("overrides", nargs="*", help="key=value overrides of every job")
+    grid.set_defaults(func=_sweep)
+
+    report = commands.add_parser("report", help="tables and figures from fine-tune run directories")
+    report.add_argument("runs", nargs="+", help="run directories, or directories holding them")
+    report.add_argument("--out", required=True, help="output directory")
+    report.set_defaults(func=_report)
 
     evaluate = commands.add_parser("eval", help="the theta0 criteria of a model directory on the val split")
     evaluate.add_argument("--model", required=True, help="a model directory")

@@ -87,8 +87,11 @@ def evaluate(engine, task: str, examples: list, ctx: TaskContext, batch_size: in
     return task_adapter.metric(gathered, examples)
 
 
-def finetune(config: FinetuneConfig) -> dict:
-    """Run one fine-tune to its end; returns what metrics.json holds. Collective."""
+def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
+    """Run one fine-tune to its end; returns what metrics.json holds. Collective.
+
+    The process group is shut down at the end unless `keep_process_group` (a sweep goes on).
+    """
     from lottery.models.uniter import load_config as load_model_config
     from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
     from lottery.train.engine import build_engine
@@ -172,7 +175,7 @@ def finetune(config: FinetuneConfig) -> dict:
         "metrics": final,
         "history": history,
         "ticket": config.ticket,
-        "ticket_id": None if enforcer is None else _ticket_id(config),
+        "ticket_meta": None if enforcer is None else _ticket_meta(config),
         "sparsity": 0.0 if enforcer is None else enforcer.masks.sparsity,
         "init": config.init,
         "adversarial": config.adversarial.enabled,
@@ -196,14 +199,18 @@ def finetune(config: FinetuneConfig) -> dict:
             + f"  ({out / 'metrics.json'})"
         )
     dist.barrier()
-    dist.shutdown()
+    if not keep_process_group:
+        dist.shutdown()
     return result
 
 
-def _ticket_id(config: FinetuneConfig) -> str:
+def _ticket_meta(config: FinetuneConfig) -> dict:
+    """Where the ticket came from (id, method, tasks, IMP round): what the report groups by."""
     from lottery.tickets import TicketStore, default_root
 
-    return TicketStore(config.store or default_root()).resolve(config.ticket)
+    ticket = TicketStore(config.store or default_root()).load(config.ticket)
+    meta = ticket.meta
+    return {"id": ticket.id, "method": meta.method, "tasks": list(meta.tasks), "imp_round": meta.imp_round}
 
 
 def _save_model(engine, model: UniterForTask, config: FinetuneConfig, out: Path, tokenizer_dir: Path) -> None:

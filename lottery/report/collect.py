@@ -1,0 +1,87 @@
+"""Fine-tune results as flat rows: one per metrics.json found under the given run directories."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lottery.tasks.pretrain import TASKS as PRETRAIN_TASKS
+
+# the one number a task is judged by (the benchmark's headline metric)
+PRIMARY = {
+    "vqa": "vqa_score",
+    "gqa": "accuracy",
+    "vcr": "q->ar",
+    "snli-ve": "accuracy",
+    "refcoco+": "accuracy",
+    "retrieval": "mean_recall",
+    "nlvr2": "accuracy",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    task: str
+    score: float  # the primary metric
+    ticket: str
+    source: str  # what the ticket was found on: "pretrain", a task name, or "-" (dense)
+    method: str  # imp / oneshot / random / magnitude ... ; "dense" without a ticket
+    sparsity: float
+    init: str
+    adversarial: bool
+    path: str
+
+    @property
+    def variant(self) -> str:
+        """How the row was made, beyond its sparsity: the line it belongs to in a figure."""
+        name = self.method if self.init == "theta0" else f"{self.method} on {self.init}"
+        return name + (" +adv" if self.adversarial else "")
+
+
+def _source(tasks: list[str]) -> str:
+    if not tasks:
+        return "-"
+    if set(tasks) <= set(PRETRAIN_TASKS):
+        return "pretrain"
+    return "+".join(tasks)
+
+
+def collect(run_dirs: list[Path]) -> list[Result]:
+    """Every metrics.json under `run_dirs` (a run directory or a directory of them); a bad file is named."""
+    found = []
+    for root in run_dirs:
+        paths = (
+            [root / "metrics.json"]
+            if (root / "metrics.json").is_file()
+            else sorted(root.rglob("metrics.json"))
+        )
+        for path in paths:
+            try:
+                record = json.loads(path.read_text())
+                meta = record.get("ticket_meta") or {}
+                found.append(
+                    Result(
+                        task=record["task"],
+                        score=float(record["metrics"][PRIMARY[record["task"]]]),
+                        ticket=record["ticket"],
+                        source=_source(meta.get("tasks", [])),
+                        method=meta.get("method", "dense"),
+                        sparsity=float(record["sparsity"]),
+                        init=record["init"],
+                        adversarial=bool(record.get("adversarial", False)),
+                        path=str(path.parent),
+                    )
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path}: not a fine-tune metrics.json ({err})") from None
+    return found
+
+
+def dense_scores(results: list[Result]) -> dict[str, float]:
+    """Each task's dense score from theta0 (the 100% of "% of dense"), the mean if several runs."""
+    by_task: dict[str, list[float]] = {}
+    for r in results:
+        if r.method == "dense" and r.init == "theta0" and not r.adversarial:
+            by_task.setdefault(r.task, []).append(r.score)
+    return {task: sum(v) / len(v) for task, v in by_task.items()}

@@ -1,0 +1,156 @@
+"""Writing the report: results.csv, report.md (tables beside the paper's) and PNG figures (matplotlib)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from lottery.report.collect import Result, dense_scores
+from lottery.report.paper import mean_percent, universal_percent_of_dense
+from lottery.tasks.downstream.examples import TASK_NAMES
+
+# chance where it does not depend on the data: 3-way, true/false, and both of VCR's 4-way choices
+CHANCE = {"snli-ve": 1 / 3, "nlvr2": 0.5, "vcr": 1 / 16}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def table(results: list[Result]) -> tuple[list[str], dict[tuple[str, float], dict[str, float]]]:
+    """Tasks present, and (variant, sparsity) -> task -> mean score."""
+    cells: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        label = r.variant if r.source in ("-", "pretrain") else f"{r.variant} ({r.source} ticket)"
+        cells[label, round(r.sparsity, 4)][r.task].append(r.score)
+    tasks = [t for t in TASK_NAMES if any(r.task == t for r in results)]
+    return tasks, {key: {t: _mean(v) for t, v in row.items()} for key, row in sorted(cells.items())}
+
+
+def markdown(results: list[Result]) -> str:
+    tasks, rows = table(results)
+    dense = dense_scores(results)
+    lines = [
+        "| variant | sparsity | " + " | ".join(tasks) + " | mean % of dense |",
+        "|" + " --- |" * (len(tasks) + 3),
+    ]
+    lines.append(
+        "| chance | - | " + " | ".join(f"{CHANCE[t]:.3f}" if t in CHANCE else "-" for t in tasks) + " | - |"
+    )
+    for (variant, sparsity), row in rows.items():
+        percents = [100 * row[t] / dense[t] for t in tasks if t in row and dense.get(t)]
+        cells = []
+        for t in tasks:
+            if t not in row:
+                cells.append("-")
+            elif dense.get(t):
+                cells.append(f"{row[t]:.3f} ({100 * row[t] / dense[t]:.0f}%)")
+            else:
+                cells.append(f"{row[t]:.3f}")
+        mean = f"{_mean(percents):.1f}%" if percents else "-"
+        lines.append(f"| {variant} | {sparsity:.0%} | " + " | ".join(cells) + f" | {mean} |")
+    lines += ["", "The paper (UNITER-base, Table 2): the universal ticket keeps, in % of dense:", ""]
+    for sparsity in (0.6, 0.7):
+        paper = universal_percent_of_dense(sparsity)
+        detail = ", ".join(f"{t} {v:.1f}" for t, v in paper.items())
+        lines.append(f"- {sparsity:.0%}: mean {mean_percent(sparsity):.1f}% ({detail})")
+    universal = [r for r in results if r.source == "pretrain" and r.variant == "imp" and dense.get(r.task)]
+    ours = [
+        (s, [100 * r.score / dense[r.task] for r in universal if abs(r.sparsity - s) < 0.01])
+        for s in (0.6, 0.7)
+    ]
+    lines += [
+        "",
+        "Ours (universal tickets, mean over tasks in % of dense): "
+        + ", ".join(f"{s:.0%}: {_mean(v):.1f}%" if v else f"{s:.0%}: -" for s, v in ours),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(results: list[Result], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(results[0])))
+        writer.writeheader()
+        for r in results:
+            writer.writerow(asdict(r))
+
+
+def plot_sparsity(results: list[Result], out_dir: Path) -> list[Path]:
+    """One PNG per task: score vs sparsity, one line per variant, dense as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    dense = dense_scores(results)
+    tasks, rows = table(results)
+    for task in tasks:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for (variant, sparsity), row in rows.items():
+            if task in row and variant != "dense":
+                lines[variant].append((sparsity, row[task]))
+        for variant, points in sorted(lines.items()):
+            xs, ys = zip(*sorted(points), strict=True)
+            ax.plot([100 * x for x in xs], ys, marker="o", label=variant)
+        if task in dense:
+            ax.axhline(dense[task], linestyle="--", color="black", label="dense")
+        if task in CHANCE:
+            ax.axhline(CHANCE[task], linestyle=":", color="gray", label="chance")
+        ax.set(xlabel="sparsity (%)", ylabel=task, title=f"{task}: score vs sparsity")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{task.replace('+', 'plus')}_sparsity.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_transfer(results: list[Result], out_dir: Path) -> Path | None:
+    """Heat map: ticket source (and sparsity) x target task, in % of the target's dense score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dense = dense_scores(results)
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in results:
+        if r.source != "-" and r.task in dense and r.init == "theta0" and not r.adversarial:
+            cells[f"{r.source} @{r.sparsity:.0%}", r.task].append(100 * r.score / dense[r.task])
+    if not cells:
+        return None
+    sources = sorted({s for s, _ in cells})
+    tasks = [t for t in TASK_NAMES if any(t == task for _, task in cells)]
+    grid = [[_mean(cells[s, t]) if (s, t) in cells else float("nan") for t in tasks] for s in sources]
+    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 0.6 * len(sources) + 1.5))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30)
+    ax.set_yticks(range(len(sources)), sources)
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if value == value:
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="white", fontsize=8)
+    fig.colorbar(image, label="% of dense")
+    ax.set_title("tickets transferred: % of the dense score")
+    fig.tight_layout()
+    path = out_dir / "transfer.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[Result], out_dir: Path) -> Path:
+    if not results:
+        raise ValueError("no fine-tune results (metrics.json) found under the given run directories")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(results, out_dir / "results.csv")
+    text = markdown(results)
+    (out_dir / "report.md").write_text(text)
+    plot_sparsity(results, out_dir)
+    plot_transfer(results, out_dir)
+    return out_dir / "report.md"

@@ -1,0 +1,70 @@
+"""`lottery report` on hand-made fine-tune results: rows, % of dense, the paper beside, figures written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lottery.cli import main
+from lottery.report.collect import collect, dense_scores
+from lottery.report.paper import mean_percent
+
+
+def _write(
+    root: Path, name: str, task: str, score: float, *, sparsity=0.0, method=None, tasks=(), init="theta0"
+) -> None:
+    metric = {"vqa": "vqa_score", "nlvr2": "accuracy"}[task]
+    meta = (
+        None if method is None else {"id": "x" * 64, "method": method, "tasks": list(tasks), "imp_round": 6}
+    )
+    record = {
+        "task": task,
+        "metrics": {metric: score},
+        "ticket": "dense" if method is None else "some/alias",
+        "ticket_meta": meta,
+        "sparsity": sparsity,
+        "init": init,
+        "adversarial": False,
+    }
+    (root / name).mkdir(parents=True)
+    (root / name / "metrics.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    pretraining = ("itm", "mlm", "mrckl", "mrfr")
+    _write(tmp_path, "a", "vqa", 0.60)
+    _write(tmp_path, "b", "nlvr2", 0.80)
+    _write(tmp_path, "c", "vqa", 0.57, sparsity=0.6, method="imp", tasks=pretraining)
+    _write(tmp_path, "d", "nlvr2", 0.72, sparsity=0.6, method="imp", tasks=pretraining)
+    _write(tmp_path, "e", "vqa", 0.30, sparsity=0.6, method="random", tasks=pretraining)
+    _write(tmp_path, "f", "nlvr2", 0.55, sparsity=0.6, method="imp", tasks=pretraining, init="bert")
+    _write(tmp_path, "g", "nlvr2", 0.70, sparsity=0.7, method="imp", tasks=["vqa"])
+    return tmp_path
+
+
+def test_results_are_grouped_by_how_the_ticket_was_made(runs):
+    results = collect([runs])
+    assert len(results) == 7 and dense_scores(results) == {"vqa": 0.60, "nlvr2": 0.80}
+    sources = {r.path.rsplit("/", 1)[-1]: (r.source, r.variant) for r in results}
+    assert sources["c"] == ("pretrain", "imp") and sources["f"] == ("pretrain", "imp on bert")
+    assert sources["g"] == ("vqa", "imp") and sources["a"] == ("-", "dense")
+
+
+def test_the_report_prints_percent_of_dense_beside_the_paper(runs, tmp_path, capsys):
+    main(["report", str(runs), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| imp | 60% | 0.570 (95%) | 0.720 (90%) | 92.5% |" in text
+    assert f"mean {mean_percent(0.6):.1f}%" in text and "60%: 92.5%" in text
+    for name in ("results.csv", "vqa_sparsity.png", "nlvr2_sparsity.png", "transfer.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
+    assert "report written to" in capsys.readouterr().out
+
+
+def test_a_malformed_metrics_file_is_named(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text('{"task": "vqa"}')
+    with pytest.raises(ValueError, match="bad/metrics.json: not a fine-tune metrics.json"):
+        collect([tmp_path])
