@@ -202,6 +202,9 @@ class FinetuneData:
     training; ``val_images``: retrieval's evaluation grid (all captions of that many val images)."""
 
     train_examples: int = 4000
+    train_images: int = (
+        2000  # examples only on the first N train images (sorted keys; 0: all): fewer shards read
+    )
     val_examples: int = 500
     negatives: int = 3
     val_images: int = 25

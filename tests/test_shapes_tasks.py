@@ -112,3 +112,11 @@ def test_write_task_writes_splits_answers_and_meta_once(shapes_dir):
     assert "yes" in answers and answers == sorted(answers)
     stamp = (out / "meta.json").stat().st_mtime_ns
     assert write_task("vqa", shapes_dir) == out and (out / "meta.json").stat().st_mtime_ns == stamp
+
+
+def test_features_are_read_from_the_shards_holding_the_wanted_scenes_only(shapes_dir):
+    from lottery.tasks.downstream.features import shards_holding
+
+    every = shards_holding(shapes_dir, "train", {"train-00000000", "train-00000300"})
+    assert [u.rsplit("/", 1)[-1] for u in every] == ["train-000000.tar", "train-000002.tar"]  # 128 per shard
+    assert len(shards_holding(shapes_dir, "train", {"not-a-shapes-key"})) == 4

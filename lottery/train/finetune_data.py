@@ -63,7 +63,11 @@ def prepare_task_data(task: str, scenes_dir: Path, tokenizer_dir: Path, data: Fi
     if dist.is_main():
         write_task(task, scenes_dir, seed=data.seed)
     dist.barrier()
-    train = _subset(read_examples(directory / "train.jsonl", task), data.train_examples, data.seed)
+    train = read_examples(directory / "train.jsonl", task)
+    if data.train_images:
+        allowed = set(sorted({k for e in train for k in e.images})[: data.train_images])
+        train = [e for e in train if all(k in allowed for k in e.images)]
+    train = _subset(train, data.train_examples, data.seed)
     every_val = read_examples(directory / "val.jsonl", task)
     if task == "retrieval":
         val = _retrieval_val(every_val, data.val_images)
