@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from lottery import dist
 from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_config, to_dict
+from lottery.files import write_json_atomic
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
 from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tasks.downstream.model import UniterForTask
@@ -189,10 +190,7 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
     if config.save_model:
         _save_model(engine, model, config, out, bert_model)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2, sort_keys=True))
-        tmp.replace(out / "metrics.json")
+        write_json_atomic(out / "metrics.json", result)
         print(
             f"{config.task} val: "
             + " ".join(f"{k}={v:.4f}" for k, v in final.items())

@@ -26,12 +26,13 @@ from pathlib import Path
 from lottery import dist
 from lottery.config import ConfigError, ImpConfig, PretrainConfig, SparsityConfig, load_config, to_yaml
 from lottery.faults import fault_point
+from lottery.files import write_json_atomic
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
 from lottery.tickets import TicketMeta, TicketStore
 from lottery.tickets.distributed import load_broadcast
 from lottery.train.early_bird import EarlyBird, prune_engine
-from lottery.train.imp_state import ImpState, round_alias, run_dir_for, write_json
+from lottery.train.imp_state import ImpState, round_alias, run_dir_for
 from lottery.train.pretrain import RunHooks, pretrain
 from lottery.train.theta0 import ensure_theta0, identity
 
@@ -289,7 +290,7 @@ class ImpRun:
                 record["hamming_to_next"] = made[index + 1].hamming(current) / current.total
             if bird is not None and index + 1 in made:
                 record["early_bird"] = bird.distances_to(made[index + 1])
-            write_json(self.round_dir(index) / "round.json", record)
+            write_json_atomic(self.round_dir(index) / "round.json", record)
         dist.barrier()
 
     def _finish_round(self, index: int) -> None:

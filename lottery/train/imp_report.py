@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lottery.train.imp_state import write_json
+from lottery.files import write_json_atomic
 
 COLUMNS = ("itm_acc", "mlm_acc", "mrfr_loss", "mrckl_loss", "wra_pos", "wra_neg")
 
@@ -55,7 +55,7 @@ def reference_rows(theta0_dir: Path) -> list[dict]:
 
 def write_rounds(run_dir: Path, theta0_dir: Path) -> dict:
     table = {"rounds": round_rows(run_dir), "reference": reference_rows(theta0_dir)}
-    write_json(Path(run_dir) / "rounds.json", table)
+    write_json_atomic(Path(run_dir) / "rounds.json", table)
     return table
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lottery.config import ImpConfig, to_dict
+from lottery.files import write_json_atomic
 
 
 def round_alias(index: int) -> str:
@@ -72,12 +72,4 @@ class ImpState:
         return state
 
     def save(self, run_dir: Path) -> None:
-        write_json(Path(run_dir) / "state.json", asdict(self))
-
-
-def write_json(path: Path, payload: object) -> None:
-    """Write JSON so a reader sees the old file or the complete new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+        write_json_atomic(Path(run_dir) / "state.json", asdict(self))

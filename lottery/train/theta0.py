@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lottery import dist
 from lottery.config import PretrainConfig, SparsityConfig, digest
+from lottery.files import write_json_atomic
 
 CACHE_ENV = "LOTTERY_THETA0_CACHE"
 DONE = "DONE"
@@ -64,7 +65,7 @@ def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int
             return None
         if dist.is_main():
             metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
-            _write_json(
+            write_json_atomic(
                 directory / "criteria.json", {"metrics": metrics, "criteria": [asdict(r) for r in rows]}
             )
             from lottery.train.curves import plot_learning_curves
@@ -79,12 +80,6 @@ def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int
         rows = [Criterion(**row) for row in stored["criteria"]]
         print(f"theta0 {directory}:\n{format_criteria(rows)}", flush=True)
     return directory / "model"
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def seed_summary(directories: list[Path]) -> str:

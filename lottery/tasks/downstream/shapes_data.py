@@ -8,7 +8,6 @@ a task reads no shard. `meta.json` is written last: a directory without it is an
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from lottery.data.shards import SPLIT_IDS, ShapesConfig
 from lottery.data.world import Scene, generate_scene
+from lottery.files import write_text_atomic
 from lottery.tasks.downstream import shapes_tasks
 from lottery.tasks.downstream.examples import TASK_NAMES, TaskExample
 
@@ -94,9 +94,9 @@ def write_task(task: str, scenes_dir: Path, seed: int = 0) -> Path:
     for split in SPLIT_IDS:
         examples = generate(task, scenes_dir, split, seed)
         counts[split] = len(examples)
-        _atomic_text(out / f"{split}.jsonl", "".join(example_line(e) + "\n" for e in examples))
+        write_text_atomic(out / f"{split}.jsonl", "".join(example_line(e) + "\n" for e in examples))
         if split == "train" and task in ANSWER_FIELD:
-            _atomic_text(out / "answers.json", json.dumps(answer_vocab(task, examples)))
+            write_text_atomic(out / "answers.json", json.dumps(answer_vocab(task, examples)))
     meta = {
         "task": task,
         "source": "shapes",
@@ -104,11 +104,5 @@ def write_task(task: str, scenes_dir: Path, seed: int = 0) -> Path:
         "seed": seed,
         "counts": counts,
     }
-    _atomic_text(out / "meta.json", json.dumps(meta, indent=2))
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2))
     return out
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
