@@ -65,7 +65,7 @@ def format_rounds(table: dict) -> str:
     lines = [header]
     for row in table["reference"]:
         cells = "".join(_cell(row["val"].get(c)) for c in COLUMNS)
-        lines.append(f"{row['label']:<14}{'0.00%':>9}{'':>7}{cells}")
+        lines.append(f"{row['label']:<14}{'-':>9}{'':>7}{cells}")
     for row in table["rounds"]:
         cells = "".join(_cell(row["val"].get(c)) for c in COLUMNS)
         to_next = row.get("hamming_to_next")
