@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import logging
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lottery import dist
@@ -68,6 +68,7 @@ class ImpRun:
     theta0_model: Path
     theta0_digest: str
     directory: Path
+    _masks_of_round: tuple[int, MaskSet] | None = field(default=None, repr=False)
 
     @property
     def rounds(self) -> int:
@@ -170,12 +171,17 @@ class ImpRun:
         dist.barrier()
 
     def _current_masks(self, engine, index: int) -> MaskSet:
-        if index == 0:
-            params = prunable_parameters(engine.module, DEFAULT_SCOPE)
-            return MaskSet.dense({n: parameter_shape(p) for n, p in params.items()}, DEFAULT_SCOPE)
-        return load_broadcast(
-            self.masks.root, round_alias(index), expect_fingerprint=None, expect_scope=DEFAULT_SCOPE
-        ).masks
+        """The mask round `index` trains under (collective the first time; kept for the round's hooks)."""
+        if self._masks_of_round is None or self._masks_of_round[0] != index:
+            if index == 0:
+                params = prunable_parameters(engine.module, DEFAULT_SCOPE)
+                masks = MaskSet.dense({n: parameter_shape(p) for n, p in params.items()}, DEFAULT_SCOPE)
+            else:
+                masks = load_broadcast(
+                    self.masks.root, round_alias(index), expect_fingerprint=None, expect_scope=DEFAULT_SCOPE
+                ).masks
+            self._masks_of_round = (index, masks)
+        return self._masks_of_round[1]
 
     def _early_bird(self, engine, index: int) -> EarlyBird | None:
         imp = self.config.imp
@@ -225,7 +231,7 @@ class ImpRun:
         """Prove the round starts from the rewind point: kept weights equal it, pruned ones are 0.0.
 
         Each rank compares the fp32 slice it owns (the ZeRO-3 partition, or its share of a replicated
-        weight) with the same entries of the start model's file; the largest difference is all-reduced.
+        weight) with the same entries of the start model's file; the largest difference over ranks decides.
         """
         import torch
         from safetensors import safe_open
