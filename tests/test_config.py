@@ -10,7 +10,7 @@ def test_shipped_config_loads_with_uniter_defaults():
     assert isinstance(config, PretrainConfig)
     assert config.optim.lr == 5e-5
     assert config.optim.betas == (0.9, 0.98)
-    assert config.tasks.mix == {"itm": 2.0, "mlm": 2.0, "mrfr": 1.0, "mrckl": 1.0}
+    assert config.tasks.mix == {"itm": 3.0, "mlm": 3.0, "mrfr": 1.0, "mrckl": 1.0}  # the theta0 recipe (issue 11)
 
 
 def test_overrides_are_typed_and_applied_in_order():
