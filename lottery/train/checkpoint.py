@@ -43,9 +43,14 @@ def save_checkpoint(engine, run_dir: Path, step: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(engine, run_dir: Path) -> int:
-    """Collective: restore model, optimiser, scheduler; returns the step the checkpoint was taken at."""
-    path, client_state = engine.load_checkpoint(str(checkpoint_dir(run_dir)))
+def load_checkpoint(engine, run_dir: Path, step: int | None = None) -> int:
+    """Collective: restore model, optimiser, scheduler; returns the step the checkpoint was taken at.
+
+    `step` names the checkpoint (default: `latest`); callers pass the step rank 0 read, so no rank can
+    load another tag than the others.
+    """
+    tag = None if step is None else _tag(step)
+    path, client_state = engine.load_checkpoint(str(checkpoint_dir(run_dir)), tag=tag)
     if path is None or client_state is None:
         raise RuntimeError(f"could not load the latest checkpoint from {checkpoint_dir(run_dir)}")
     return int(client_state["step"])

@@ -165,13 +165,16 @@ def pretrain(
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
 
     start = 0
-    if latest_step(run_dir) is not None:
-        start = load_checkpoint(engine, run_dir)
+    # what is on disk is read by rank 0 and broadcast: ranks that decided apart would deadlock
+    resume_step = dist.broadcast_object(latest_step(run_dir) if main else None)
+    if resume_step is not None:
+        start = load_checkpoint(engine, run_dir, resume_step)
         metrics.truncate_after(start)
         if main:
             print(f"resumed from the checkpoint at step {start}", flush=True)
     end = hooks.end_step or train.steps
-    if start >= end and (not hooks.save_model or (run_dir / "model" / "config.json").is_file()):
+    model_written = dist.broadcast_object((run_dir / "model" / "config.json").is_file() if main else None)
+    if start >= end and (not hooks.save_model or model_written):
         if main:
             print(f"{run_dir} is complete ({end} steps)", flush=True)
         if hooks.on_done is not None:
