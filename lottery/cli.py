@@ -92,13 +92,25 @@ def _finetune(args: argparse.Namespace) -> None:
 
 def _sweep(args: argparse.Namespace) -> None:
     from lottery.config import FinetuneConfig, load_config
-    from lottery.train.sweep import sweep, sweep_configs
+    from lottery.train.sweep import parse_part, sweep, sweep_configs
 
     base = load_config(
         args.config, (["save_model=false"] if args.no_save else []) + args.overrides, cls=FinetuneConfig
     )
     adversarial = (False, True) if args.adversarial else (False,)
-    sweep(sweep_configs(base, args.tasks, args.tickets, args.inits, adversarial))
+    sweep(sweep_configs(base, args.tasks, args.tickets, args.inits, adversarial), parse_part(args.part))
+
+
+def _pipeline(args: argparse.Namespace) -> None:
+    from lottery.config import load_config
+    from lottery.train.pipeline import PipelineConfig, run_pipeline, run_worker
+    from lottery.train.sweep import parse_part
+
+    config = load_config(args.config, args.overrides, cls=PipelineConfig)
+    if args.part:
+        run_worker(config, parse_part(args.part))
+    else:
+        run_pipeline(config, ["--config", args.config, *args.overrides])
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -122,9 +134,11 @@ def _config_show(args: argparse.Namespace) -> None:
     import yaml
 
     from lottery.config import ImpConfig, PretrainConfig, config_path, digest, load_config, to_yaml
+    from lottery.train.pipeline import PipelineConfig
 
     tree = yaml.safe_load(config_path(args.config).read_text()) or {}
-    kind = ImpConfig if isinstance(tree, dict) and "imp" in tree else PretrainConfig
+    tree = tree if isinstance(tree, dict) else {}
+    kind = PipelineConfig if "imp_overrides" in tree else ImpConfig if "imp" in tree else PretrainConfig
     config = load_config(args.config, args.overrides, cls=kind)
     print(f"# digest {digest(config)}")
     print(to_yaml(config), end="")
@@ -187,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.set_defaults(func=_imp)
 
+    flow = commands.add_parser(
+        "pipeline",
+        help="the universal-ticket study: IMP -> publish -> fine-tune dense and tickets on every task -> report",
+    )
+    flow.add_argument("--config", default="pipeline-uniter-mini", help="shipped config name or YAML path")
+    flow.add_argument("--part", default="", help=argparse.SUPPRESS)  # a fine-tune worker's share (internal)
+    flow.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. 'imp_overrides=[train.steps=8]' workers=1"
+    )
+    flow.set_defaults(func=_pipeline)
+
     tune = commands.add_parser("finetune", help="fine-tune one downstream task from theta0 under a ticket")
     tune.add_argument("--task", required=True, help="vqa, gqa, vcr, snli-ve, refcoco+, retrieval or nlvr2")
     tune.add_argument("--ticket", default="dense", help="ticket alias or id in the store, or dense")
@@ -214,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--adversarial", action="store_true", help="also run every job with adversarial training"
     )
     grid.add_argument("--no-save", action="store_true", help="do not write the fine-tuned models")
+    grid.add_argument(
+        "--part", default="0/1", help="I/N: run every N-th job from the I-th (parallel workers, job arrays)"
+    )
     grid.add_argument("--config", default=None, help="a finetune YAML (default: the built-in defaults)")
     grid.add_argument("overrides", nargs="*", help="key=value overrides of every job")
     grid.set_defaults(func=_sweep)

@@ -301,15 +301,36 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+def _field_default(spec: dataclasses.Field) -> Any:
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return None
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """`cls` from `values`; keys not given keep `base`'s values, or the field defaults.
+
+    A section given in part (``train.steps=60`` alone) is laid over that section's default, so a
+    config whose default section differs from the section class's (a fine-tune's ``train``) keeps it.
+    """
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    specs = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(specs))
     if unknown:
         raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(names)}"
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(specs)}"
         )
-    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+    built = {}
+    for key, value in values.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            under = getattr(base, key) if base is not None else _field_default(specs[key])
+            built[key] = _build(kind, value, f"{prefix}{key}.", under)
+        else:
+            built[key] = _coerce(value, kind, prefix + key)
+    return dataclasses.replace(base, **built) if base is not None else cls(**built)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

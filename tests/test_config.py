@@ -1,5 +1,7 @@
 """Run configs: YAML + overrides, typed, and errors that name the key."""
 
+from dataclasses import replace
+
 import pytest
 
 from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_yaml
@@ -10,7 +12,12 @@ def test_shipped_config_loads_with_uniter_defaults():
     assert isinstance(config, PretrainConfig)
     assert config.optim.lr == 5e-5
     assert config.optim.betas == (0.9, 0.98)
-    assert config.tasks.mix == {"itm": 3.0, "mlm": 3.0, "mrfr": 1.0, "mrckl": 1.0}  # the theta0 recipe (issue 11)
+    assert config.tasks.mix == {
+        "itm": 3.0,
+        "mlm": 3.0,
+        "mrfr": 1.0,
+        "mrckl": 1.0,
+    }  # the theta0 recipe (issue 11)
 
 
 def test_overrides_are_typed_and_applied_in_order():
@@ -40,3 +47,15 @@ def test_digest_identifies_the_resolved_config(tmp_path):
     path.write_text(to_yaml(base))
     assert digest(load_config(str(path))) == digest(base)
     assert digest(load_config(str(path), ["train.seed=1"])) != digest(base)
+
+
+def test_a_partial_section_override_keeps_that_sections_own_defaults():
+    """`train.steps=60` on a fine-tune must not swap its ZeRO-0, no-checkpoint train section for
+    the pre-training one (ZeRO-2, checkpoints every 100 steps)."""
+    from lottery.config import FinetuneConfig
+
+    config = load_config(None, ["train.steps=60", "optim.lr=1.0e-4"], cls=FinetuneConfig)
+    default = FinetuneConfig()
+    assert config.train == replace(default.train, steps=60)
+    assert config.optim == replace(default.optim, lr=1e-4)
+    assert config.train.zero_stage == 0 and config.optim.new_parts == (r"head\..*",)

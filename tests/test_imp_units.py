@@ -81,3 +81,34 @@ def test_a_fault_point_only_fires_on_the_named_hit(monkeypatch):
     monkeypatch.setenv("LOTTERY_FAULT", "here@x")
     with pytest.raises(ValueError, match="expected name@count"):
         fault_point("here")
+
+
+def test_sweep_parts_split_a_grid_and_name_bad_input():
+    from lottery.config import ConfigError
+    from lottery.train.sweep import parse_part
+
+    assert parse_part("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ConfigError, match="--part"):
+            parse_part(bad)
+
+
+def test_a_sweep_names_each_job_by_its_tickets_id_not_its_alias(tmp_path):
+    """An alias re-published over a new ticket must make a new job, not a 'done before'."""
+    from lottery.config import FinetuneConfig
+    from lottery.train.finetune import run_dir_for as finetune_run_dir
+    from lottery.train.sweep import resolve_tickets, sweep_configs
+
+    store = TicketStore(tmp_path / "store")
+    meta = TicketMeta(family="uniter", model="tiny", method="imp")
+    first = store.put(MaskSet({"w": torch.tensor([True, False] * 8)}), meta)
+    second = store.put(MaskSet({"w": torch.tensor([False, True] * 8)}), meta)
+    base = FinetuneConfig(store=str(tmp_path / "store"), runs_dir=str(tmp_path / "runs"))
+    store.alias("x/s60", first)
+    before = resolve_tickets(sweep_configs(base, ["vqa"], ["x/s60", "dense"]))
+    store.alias("x/s60", second)
+    after = resolve_tickets(sweep_configs(base, ["vqa"], ["x/s60", "dense"]))
+    assert [c.ticket for c in before] == [first, "dense"] and after[0].ticket == second
+    assert finetune_run_dir(before[0]) != finetune_run_dir(after[0])
+    assert finetune_run_dir(before[0]).name.startswith(f"vqa-{first[:12]}-theta0-")
+    assert finetune_run_dir(before[1]) == finetune_run_dir(after[1])

@@ -10,6 +10,7 @@ import pytest
 from lottery.cli import main
 from lottery.report.collect import collect, dense_scores
 from lottery.report.paper import mean_percent
+from lottery.report.render import markdown
 
 
 def _write(
@@ -68,3 +69,20 @@ def test_a_malformed_metrics_file_is_named(tmp_path):
     (tmp_path / "bad" / "metrics.json").write_text('{"task": "vqa"}')
     with pytest.raises(ValueError, match="bad/metrics.json: not a fine-tune metrics.json"):
         collect([tmp_path])
+
+
+def test_the_chance_row_comes_from_the_runs_when_they_measured_it(tmp_path):
+    record = {
+        "task": "gqa",
+        "metrics": {"accuracy": 0.9},
+        "chance": {"accuracy": 0.77},
+        "ticket": "dense",
+        "ticket_meta": None,
+        "sparsity": 0.0,
+        "init": "theta0",
+    }
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(record))
+    results = collect([tmp_path])
+    assert results[0].chance == 0.77
+    assert "| chance | - | 0.770 |" in markdown(results)

@@ -31,6 +31,7 @@ class Result:
     init: str
     adversarial: bool
     path: str
+    chance: float | None = None  # the primary metric of the prior / random predictor on the same val set
 
     @property
     def variant(self) -> str:
@@ -45,6 +46,11 @@ def _source(tasks: list[str]) -> str:
     if set(tasks) <= set(PRETRAIN_TASKS):
         return "pretrain"
     return "+".join(tasks)
+
+
+def _chance(record: dict) -> float | None:
+    chance = record.get("chance")  # absent in runs made before it was recorded
+    return None if chance is None else float(chance[PRIMARY[record["task"]]])
 
 
 def collect(run_dirs: list[Path]) -> list[Result]:
@@ -71,6 +77,7 @@ def collect(run_dirs: list[Path]) -> list[Result]:
                         init=record["init"],
                         adversarial=bool(record.get("adversarial", False)),
                         path=str(path.parent),
+                        chance=_chance(record),
                     )
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:

@@ -19,6 +19,15 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def chance_scores(results: list[Result]) -> dict[str, float]:
+    """Each task's chance: as the runs measured it on their val sets, else where it is data-independent."""
+    measured: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        if r.chance is not None:
+            measured[r.task].append(r.chance)
+    return {**CHANCE, **{task: _mean(values) for task, values in measured.items()}}
+
+
 def table(results: list[Result]) -> tuple[list[str], dict[tuple[str, float], dict[str, float]]]:
     """Tasks present, and (variant, sparsity) -> task -> mean score."""
     cells: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -36,8 +45,9 @@ def markdown(results: list[Result]) -> str:
         "| variant | sparsity | " + " | ".join(tasks) + " | mean % of dense |",
         "|" + " --- |" * (len(tasks) + 3),
     ]
+    chance = chance_scores(results)
     lines.append(
-        "| chance | - | " + " | ".join(f"{CHANCE[t]:.3f}" if t in CHANCE else "-" for t in tasks) + " | - |"
+        "| chance | - | " + " | ".join(f"{chance[t]:.3f}" if t in chance else "-" for t in tasks) + " | - |"
     )
     for (variant, sparsity), row in rows.items():
         percents = [100 * row[t] / dense[t] for t in tasks if t in row and dense.get(t)]
@@ -85,7 +95,7 @@ def plot_sparsity(results: list[Result], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    dense = dense_scores(results)
+    dense, chance = dense_scores(results), chance_scores(results)
     tasks, rows = table(results)
     for task in tasks:
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -98,8 +108,8 @@ def plot_sparsity(results: list[Result], out_dir: Path) -> list[Path]:
             ax.plot([100 * x for x in xs], ys, marker="o", label=variant)
         if task in dense:
             ax.axhline(dense[task], linestyle="--", color="black", label="dense")
-        if task in CHANCE:
-            ax.axhline(CHANCE[task], linestyle=":", color="gray", label="chance")
+        if task in chance:
+            ax.axhline(chance[task], linestyle=":", color="gray", label="chance")
         ax.set(xlabel="sparsity (%)", ylabel=task, title=f"{task}: score vs sparsity")
         ax.legend(fontsize=7)
         fig.tight_layout()

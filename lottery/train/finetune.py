@@ -21,6 +21,7 @@ from tqdm import tqdm
 from lottery import dist
 from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_config, to_dict
 from lottery.files import write_json_atomic
+from lottery.tasks.downstream.chance import chance_metrics
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
 from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tasks.downstream.model import UniterForTask
@@ -31,7 +32,8 @@ from lottery.train.starts import STARTS, start_state
 def run_dir_for(config: FinetuneConfig) -> Path:
     ident = replace(config, runs_dir="", save_model=True, verify_every=0)
     digest = hashlib.sha256(json.dumps(to_dict(ident), sort_keys=True).encode()).hexdigest()[:10]
-    ticket = config.ticket.replace("/", "_")
+    # a resolved ticket is a 64-hex id: its first 12 digits name it, as `lottery ticket list` does
+    ticket = config.ticket[:12] if len(config.ticket) == 64 else config.ticket.replace("/", "_")
     adversarial = "-adv" if config.adversarial.enabled else ""
     return Path(config.runs_dir) / f"{config.task}-{ticket}-{config.init}{adversarial}-{digest}"
 
@@ -174,6 +176,7 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
     result = {
         "task": config.task,
         "metrics": final,
+        "chance": chance_metrics(config.task, data.train, data.val, ctx),
         "history": history,
         "ticket": config.ticket,
         "ticket_meta": None if enforcer is None else _ticket_meta(config),

@@ -1,7 +1,10 @@
 """A grid of fine-tunes (tickets x tasks x starts), run one after another, skipping those already done.
 
 A job is done when its run directory (named by its config) holds metrics.json, so a sweep that was
-stopped is continued by running the same command again; every job's results stay where the report reads them.
+stopped is continued by running the same command again; every job's results stay where the report reads
+them. Ticket aliases are resolved to ids first: the run directory names the exact ticket, so an alias
+that now points at another ticket (a new IMP run published over it) is a new job, not "done before".
+``part=(i, n)`` runs every n-th job from the i-th: n processes (or a SLURM job array) share one grid.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lottery import dist
-from lottery.config import FinetuneConfig
+from lottery.config import ConfigError, FinetuneConfig
 from lottery.train.finetune import finetune, run_dir_for
 
 
@@ -30,13 +33,40 @@ def sweep_configs(
     ]
 
 
-def sweep(configs: Sequence[FinetuneConfig]) -> list[Path]:
-    """Run every config whose metrics.json is missing (collective); returns all run directories."""
+def parse_part(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): the second of four shares of a grid (0-based, as SLURM_ARRAY_TASK_ID)."""
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--part {text!r}: expected I/N, e.g. 0/2") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--part {text!r}: need 0 <= I < N")
+    return index, count
+
+
+def resolve_tickets(configs: Sequence[FinetuneConfig]) -> list[FinetuneConfig]:
+    """Each config's ticket as a full id (``dense`` stays); rank 0 reads the store(s), every rank gets it."""
+    from lottery.tickets import TicketStore, default_root
+
+    resolved: list[str] | None = None
+    if dist.is_main():
+        resolved = [
+            c.ticket if c.ticket == "dense" else TicketStore(c.store or default_root()).resolve(c.ticket)
+            for c in configs
+        ]
+    resolved = dist.broadcast_object(resolved)
+    return [replace(c, ticket=ticket) for c, ticket in zip(configs, resolved, strict=True)]
+
+
+def sweep(configs: Sequence[FinetuneConfig], part: tuple[int, int] = (0, 1)) -> list[Path]:
+    """Run every config of this part whose metrics.json is missing (collective); returns their run directories."""
     dist.init()
+    index, count = part
+    mine = resolve_tickets(configs)[index::count]
     done = []
-    for number, config in enumerate(configs, start=1):
+    for number, config in enumerate(mine, start=1):
         out = run_dir_for(config)
-        label = f"[{number}/{len(configs)}] {config.task} ticket={config.ticket} init={config.init}"
+        label = f"[{number}/{len(mine)}] {config.task} ticket={config.ticket[:12]} init={config.init}"
         label += " adversarial" if config.adversarial.enabled else ""
         if (out / "metrics.json").is_file():
             if dist.is_main():

@@ -1,0 +1,58 @@
+"""The pipeline's plan: which fine-tunes it runs, on which theta0 and store, with which overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from lottery.config import ConfigError, load_config
+from lottery.train.pipeline import PipelineConfig, _worker_env, check_config, finetune_jobs
+
+
+def test_the_default_plan_is_dense_s60_and_s70_on_all_seven_tasks():
+    config = load_config("pipeline-uniter-mini", [], cls=PipelineConfig)
+    jobs = finetune_jobs(config)
+    assert len(jobs) == 21 and len({(j.task, j.ticket) for j in jobs}) == 21
+    assert {j.ticket for j in jobs} == {"dense", "uniter-mini/pretrain/s60", "uniter-mini/pretrain/s70"}
+    assert all(not j.save_model and j.init == "theta0" for j in jobs)
+
+
+def test_fine_tunes_use_the_imp_runs_theta0_and_store_and_per_task_overrides():
+    config = load_config(
+        "pipeline-uniter-mini",
+        [
+            "imp_overrides=['theta0_overrides=[train.steps=7]', 'imp.store=/tmp/elsewhere', "
+            "'imp.publish={0.5: a/s50}']",
+            "tasks=[vqa, nlvr2]",
+            "finetune_overrides=[train.steps=3]",
+            "task_overrides={nlvr2: [train.steps=5, optim.lr=1.0e-4]}",
+        ],
+        cls=PipelineConfig,
+    )
+    jobs = finetune_jobs(config)
+    assert [(j.task, j.ticket) for j in jobs] == [
+        ("vqa", "dense"),
+        ("vqa", "a/s50"),
+        ("nlvr2", "dense"),
+        ("nlvr2", "a/s50"),
+    ]
+    assert all(j.theta0_overrides == ("train.steps=7",) and j.store == "/tmp/elsewhere" for j in jobs)
+    assert [j.train.steps for j in jobs] == [3, 3, 5, 5]
+    assert [j.optim.lr for j in jobs] == [5e-5, 5e-5, 1e-4, 1e-4]
+
+
+def test_bad_pipeline_configs_name_the_problem():
+    with pytest.raises(ConfigError, match="'vqa2' not among"):
+        check_config(PipelineConfig(tasks=("vqa2",)))
+    with pytest.raises(ConfigError, match="workers must be >= 1"):
+        check_config(PipelineConfig(workers=0))
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config("pipeline-uniter-mini", ["worker=3"], cls=PipelineConfig)
+
+
+def test_a_worker_is_a_job_of_its_own_not_a_rank_of_the_drivers(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    env = _worker_env(2)
+    assert env["OMP_NUM_THREADS"] == "2"
+    assert not {"RANK", "SLURM_PROCID", "SLURM_NTASKS"} & set(env)
