@@ -80,25 +80,23 @@ def _imp(args: argparse.Namespace) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> None:
-    from lottery.config import FinetuneConfig, load_config
     from lottery.train.finetune import finetune
+    from lottery.train.finetune_configs import task_config
 
-    chosen = [f"task={args.task}", f"ticket={args.ticket}", f"init={args.init}"]
+    chosen = [f"ticket={args.ticket}", f"init={args.init}"]
     chosen += [f"store={args.store}"] if args.store else []
     chosen += ["save_model=false"] if args.no_save else []
     chosen += ["adversarial.enabled=true"] if args.adversarial else []
-    finetune(load_config(args.config, chosen + args.overrides, cls=FinetuneConfig))
+    finetune(task_config(args.task, args.config, chosen + args.overrides))
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from lottery.config import FinetuneConfig, load_config
     from lottery.train.sweep import parse_part, sweep, sweep_configs
 
-    base = load_config(
-        args.config, (["save_model=false"] if args.no_save else []) + args.overrides, cls=FinetuneConfig
-    )
+    overrides = (["save_model=false"] if args.no_save else []) + args.overrides
     adversarial = (False, True) if args.adversarial else (False,)
-    sweep(sweep_configs(base, args.tasks, args.tickets, args.inits, adversarial), parse_part(args.part))
+    configs = sweep_configs(args.tasks, args.tickets, args.inits, adversarial, args.config, overrides)
+    sweep(configs, parse_part(args.part))
 
 
 def _pipeline(args: argparse.Namespace) -> None:

@@ -159,7 +159,9 @@ class ImpSettings:
     ``oneshot`` (train once, prune straight to each target) or ``random`` (random masks at each target).
     ``schedule``: the target sparsities, each a fraction of the original prunable weights.
     ``rewind_step``: 0 rewinds to theta0; k > 0 to the weights at step k of round 0.
-    ``objective``: what a round trains (``pretrain``: the task mix of ``tasks``).
+    ``objective``: what a round trains: ``pretrain`` (the task mix of ``tasks``) or a downstream task
+    (``vqa`` ...: the task's fine-tune with the run's ``train`` section, its shipped config for data,
+    optimiser and head, then ``task_overrides``), which gives task-specific tickets.
     ``early_bird_every``: every N steps draw the mask the round would end with and log its Hamming
     distance to the previous draw (0: off); ``early_bird_threshold``: end the round once that distance,
     as a fraction of the prunable weights, is below it (0: never).
@@ -171,6 +173,7 @@ class ImpSettings:
     rewind_step: int = 0
     seed: int = 0
     objective: str = "pretrain"
+    task_overrides: tuple[str, ...] = ()
     early_bird_every: int = 0
     early_bird_threshold: float = 0.0
     publish: dict[float, str] = field(default_factory=dict)

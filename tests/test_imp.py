@@ -183,3 +183,40 @@ def test_early_bird_ends_a_round_and_a_rerun_keeps_that_end(
     ids = round_ids(directory)
     again = launch(config, theta0_cache, ranks=1)
     assert "IMP round" not in again.stdout and round_ids(directory) == ids
+
+
+def test_imp_on_a_downstream_task_gives_task_tickets_and_survives_a_kill(
+    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
+):
+    """imp.objective=nlvr2: each round is the task's fine-tune from theta0 under the round's mask; a
+    round killed mid-way is redone from its start (fine-tunes keep no checkpoint) to the same mask."""
+
+    def config_for(name: str) -> Path:
+        return write_config(
+            tmp_path / name / "imp.yaml",
+            shapes_dir,
+            mini_model_dir,
+            zero=0,
+            steps=2,
+            schedule=[0.3, 0.5],
+            objective="nlvr2",
+            task_overrides=["data.train_examples=32", "data.val_examples=8"],
+        )
+
+    killed, clean = config_for("killed"), config_for("clean")
+    first = launch(killed, theta0_cache, ranks=1, fault="imp.round_01.step@1", check=False)
+    assert first.returncode != 0 and "IMP round 1" in first.stdout
+    rerun = launch(killed, theta0_cache, ranks=1)
+    assert "IMP round 0" not in rerun.stdout and "IMP round 1" in rerun.stdout
+    assert len(rewind_lines(first.stdout + rerun.stdout)) == 4  # rounds 0, 1 (twice), 2
+    assert all(line.endswith("= 0") for line in rewind_lines(rerun.stdout))
+    launch(clean, theta0_cache, ranks=1)
+    assert round_ids(run_dir(killed)) == round_ids(run_dir(clean))
+    store = TicketStore(run_dir(killed) / "masks")
+    ticket = store.load("round_02")
+    assert ticket.meta.tasks == ("nlvr2",) and abs(ticket.masks.sparsity - 0.5) < 1e-3
+    table = json.loads((run_dir(killed) / "rounds.json").read_text())
+    assert [row["round"] for row in table["rounds"]] == [0, 1, 2]
+    assert all("accuracy" in row["val"] for row in table["rounds"])
+    assert table["reference"][0]["label"] == "chance"
+    assert "accuracy" in rerun.stdout  # the per-round table shows the task's metric

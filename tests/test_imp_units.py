@@ -47,12 +47,16 @@ def test_state_refuses_a_run_made_from_another_theta0(tmp_path):
         ("imp.schedule=[0.5, 1.0]", "must be increasing"),
         ("imp.rewind_step=50", "imp.rewind_step: 50 must be in"),
         ("imp.early_bird_threshold=0.1", "needs imp.early_bird_every"),
-        ("imp.objective=vqa", "imp.objective: 'vqa' is not one of"),
+        ("imp.objective=vqa2", "imp.objective: 'vqa2' is not one of"),
+        (
+            ("imp.objective=vqa", "imp.rewind_step=1"),
+            "a downstream objective \\(vqa\\) rewinds to theta0 only",
+        ),
     ],
 )
 def test_bad_imp_configs_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        check_config(config(override))
+        check_config(config(*((override,) if isinstance(override, str) else override)))
 
 
 def _masks(pruned: int) -> MaskSet:
@@ -95,7 +99,6 @@ def test_sweep_parts_split_a_grid_and_name_bad_input():
 
 def test_a_sweep_names_each_job_by_its_tickets_id_not_its_alias(tmp_path):
     """An alias re-published over a new ticket must make a new job, not a 'done before'."""
-    from lottery.config import FinetuneConfig
     from lottery.train.finetune import run_dir_for as finetune_run_dir
     from lottery.train.sweep import resolve_tickets, sweep_configs
 
@@ -103,11 +106,11 @@ def test_a_sweep_names_each_job_by_its_tickets_id_not_its_alias(tmp_path):
     meta = TicketMeta(family="uniter", model="tiny", method="imp")
     first = store.put(MaskSet({"w": torch.tensor([True, False] * 8)}), meta)
     second = store.put(MaskSet({"w": torch.tensor([False, True] * 8)}), meta)
-    base = FinetuneConfig(store=str(tmp_path / "store"), runs_dir=str(tmp_path / "runs"))
+    overrides = [f"store={tmp_path / 'store'}", f"runs_dir={tmp_path / 'runs'}"]
     store.alias("x/s60", first)
-    before = resolve_tickets(sweep_configs(base, ["vqa"], ["x/s60", "dense"]))
+    before = resolve_tickets(sweep_configs(["vqa"], ["x/s60", "dense"], overrides=overrides))
     store.alias("x/s60", second)
-    after = resolve_tickets(sweep_configs(base, ["vqa"], ["x/s60", "dense"]))
+    after = resolve_tickets(sweep_configs(["vqa"], ["x/s60", "dense"], overrides=overrides))
     assert [c.ticket for c in before] == [first, "dense"] and after[0].ticket == second
     assert finetune_run_dir(before[0]) != finetune_run_dir(after[0])
     assert finetune_run_dir(before[0]).name.startswith(f"vqa-{first[:12]}-theta0-")

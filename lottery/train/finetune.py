@@ -26,6 +26,7 @@ from lottery.tasks.downstream.common import TaskContext, pack_pairs
 from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tasks.downstream.model import UniterForTask
 from lottery.tasks.downstream.registry import adapter
+from lottery.train.pretrain import RunHooks
 from lottery.train.starts import STARTS, start_state
 
 
@@ -90,10 +91,17 @@ def evaluate(engine, task: str, examples: list, ctx: TaskContext, batch_size: in
     return task_adapter.metric(gathered, examples)
 
 
-def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
+def finetune(
+    config: FinetuneConfig,
+    keep_process_group: bool = False,
+    run_dir: Path | None = None,
+    hooks: RunHooks | None = None,
+) -> dict:
     """Run one fine-tune to its end; returns what metrics.json holds. Collective.
 
-    The process group is shut down at the end unless `keep_process_group` (a sweep goes on).
+    The process group is shut down at the end unless `keep_process_group` (a sweep goes on). `run_dir`
+    replaces the directory named by the config, and `hooks` let a caller drive the run as it drives a
+    pre-training (IMP on a downstream objective: check the start, stop early, prune at the end).
     """
     from lottery.models.uniter import load_config as load_model_config
     from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
@@ -105,7 +113,8 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
     check_config(config)
     launch = dist.init()
     main = dist.is_main()
-    out = run_dir_for(config)
+    out = run_dir or run_dir_for(config)
+    hooks = hooks or RunHooks()
     theta0_config = load_config(config.theta0, list(config.theta0_overrides))
     theta0_model = ensure_theta0(theta0_config)
     if theta0_model is None:
@@ -126,6 +135,7 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
             f"{config.init}, {len(data.train)} train / {len(data.val)} val examples -> {out}",
             flush=True,
         )
+    torch.manual_seed(config.train.seed)  # the fresh head: the same in every run of this config
     model = UniterForTask(load_model_config(theta0_model), config.task, num_outputs=len(data.answers) or None)
     state = start_state(config.init, theta0_model, bert_model, config.init_seed)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -140,6 +150,8 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
         verify_every=config.verify_every,
     )
     enforcer = attach_ticket(engine, sparsity)
+    if hooks.on_start is not None:
+        hooks.on_start(engine)
     task_adapter = adapter(config.task)
     objective = task_adapter
     if config.adversarial.enabled:
@@ -154,7 +166,8 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
     progress = tqdm(total=train.steps, disable=not main, desc=f"finetune {config.task}", dynamic_ncols=True)
     began = time.perf_counter()
     engine.train()
-    for step in range(1, train.steps + 1):
+    steps = hooks.end_step or train.steps
+    for step in range(1, steps + 1):
         start = ((step - 1) * per_step) % max(1, len(order) - per_step + 1)
         chunk = order[start + rank * train.batch_size : start + (rank + 1) * train.batch_size]
         generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step * 101 + rank)
@@ -165,9 +178,12 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
             enforcer.before_step()
         engine.step()
         check_every(enforcer, sparsity, step)
+        if hooks.on_step is not None and hooks.on_step(engine, step):
+            steps = step
+            break
         progress.update(1)
         progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-        if train.val_every and step % train.val_every == 0 and step != train.steps:
+        if train.val_every and step % train.val_every == 0 and step != steps:
             history.append({"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size)})
             if main:
                 tqdm.write(f"step {step} val {history[-1]}")
@@ -184,13 +200,15 @@ def finetune(config: FinetuneConfig, keep_process_group: bool = False) -> dict:
         "init": config.init,
         "adversarial": config.adversarial.enabled,
         "world_size": world,
-        "steps": train.steps,
+        "steps": steps,
         "train_examples": len(data.train),
         "val_examples": len(data.val),
         "seconds": round(time.perf_counter() - began, 1),
         "config": to_dict(config),
     }
-    if config.save_model:
+    if hooks.on_done is not None:
+        hooks.on_done(engine)
+    if config.save_model and hooks.save_model:
         _save_model(engine, model, config, out, bert_model)
     if main:
         write_json_atomic(out / "metrics.json", result)

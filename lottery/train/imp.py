@@ -24,21 +24,32 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lottery import dist
-from lottery.config import ConfigError, ImpConfig, PretrainConfig, SparsityConfig, load_config, to_yaml
+from lottery.config import (
+    ConfigError,
+    FinetuneConfig,
+    ImpConfig,
+    PretrainConfig,
+    SparsityConfig,
+    load_config,
+    to_yaml,
+)
 from lottery.faults import fault_point
 from lottery.files import write_json_atomic
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
+from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tickets import TicketMeta, TicketStore
 from lottery.tickets.distributed import load_broadcast
 from lottery.train.early_bird import EarlyBird, prune_engine
+from lottery.train.finetune import finetune
+from lottery.train.finetune_configs import task_config
 from lottery.train.imp_state import ImpState, round_alias, run_dir_for
 from lottery.train.pretrain import RunHooks, pretrain
 from lottery.train.theta0 import ensure_theta0, identity
 
 log = logging.getLogger("lottery.imp")
 METHODS = ("imp", "oneshot", "random")
-OBJECTIVES = ("pretrain",)
+OBJECTIVES = ("pretrain", *TASK_NAMES)
 FAMILY = "uniter"
 
 
@@ -55,6 +66,8 @@ def check_config(config: ImpConfig) -> None:
         raise ConfigError(
             f"imp.rewind_step: {imp.rewind_step} must be in [0, train.steps={config.train.steps})"
         )
+    if imp.objective != "pretrain" and imp.rewind_step:
+        raise ConfigError(f"imp.rewind_step: a downstream objective ({imp.objective}) rewinds to theta0 only")
     if imp.early_bird_threshold and not imp.early_bird_every:
         raise ConfigError("imp.early_bird_threshold needs imp.early_bird_every > 0")
 
@@ -88,6 +101,8 @@ class ImpRun:
         return self.theta0_model
 
     def tasks(self) -> tuple[str, ...]:
+        if self.config.imp.objective != "pretrain":
+            return (self.config.imp.objective,)
         return tuple(sorted(name for name, weight in self.config.tasks.mix.items() if weight > 0))
 
     def meta(self, index: int) -> TicketMeta:
@@ -118,6 +133,21 @@ class ImpRun:
             sparsity=SparsityConfig(ticket=ticket, store=str(self.directory / "masks")),
         )
 
+    def task_round_config(self, index: int) -> FinetuneConfig:
+        """A downstream round: the task's fine-tune from theta0 under the round's mask, the run's steps."""
+        imp = self.config.imp
+        task = task_config(imp.objective, None, list(imp.task_overrides))
+        return replace(
+            task,
+            theta0=self.config.theta0,
+            theta0_overrides=self.config.theta0_overrides,
+            init="theta0",
+            ticket=round_alias(index) if index > 0 else "dense",
+            store=str(self.directory / "masks"),
+            save_model=False,
+            train=replace(self.config.train, val_every=0, ckpt_every=0),
+        )
+
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -138,7 +168,15 @@ class ImpRun:
             stop = self._state().early_stops.get(str(index))
             if main:
                 print(f"IMP round {index} of {self.rounds - 1}: {self._round_label(index)}", flush=True)
-            pretrain(self.round_config(index), keep_process_group=True, hooks=self._hooks(index, stop))
+            if self.config.imp.objective == "pretrain":
+                pretrain(self.round_config(index), keep_process_group=True, hooks=self._hooks(index, stop))
+            else:
+                finetune(
+                    self.task_round_config(index),
+                    keep_process_group=True,
+                    run_dir=self.round_dir(index),
+                    hooks=self._hooks(index, stop),
+                )
             self._finish_round(index)
             gc.collect()
 
@@ -331,7 +369,7 @@ def imp(config: ImpConfig) -> Path:
     run = prepare(config)
     run.run()
     if dist.is_main():
-        rows = write_rounds(run.directory, run.theta0_model.parent)
+        rows = write_rounds(run.directory, run.theta0_model.parent, config.imp.objective)
         print_rounds(rows, run.directory, config.train.steps)
         for sparsity, alias in sorted(config.imp.publish.items()):
             publish(run.directory, sparsity, alias, config.imp.store or None)

@@ -24,12 +24,20 @@ def _last_val(metrics: Path) -> dict[str, float]:
     return last
 
 
+def _task_val(metrics: Path) -> dict[str, float]:
+    """A downstream round's task metrics (its fine-tune's metrics.json), at its last step."""
+    if not metrics.is_file():
+        return {}
+    record = json.loads(metrics.read_text())
+    return {**record["metrics"], "step": record["steps"]}
+
+
 def round_rows(run_dir: Path) -> list[dict]:
     """One row per finished round (those with a round.json), in round order."""
     rows = []
     for round_json in sorted(Path(run_dir).glob("rounds/round_*/round.json")):
         record = json.loads(round_json.read_text())
-        val = _last_val(round_json.parent / "metrics.jsonl")
+        val = _last_val(round_json.parent / "metrics.jsonl") or _task_val(round_json.parent / "metrics.json")
         rows.append({**record, "steps": val.pop("step", None), "val": val})
     return rows
 
@@ -53,21 +61,40 @@ def reference_rows(theta0_dir: Path) -> list[dict]:
     return rows
 
 
-def write_rounds(run_dir: Path, theta0_dir: Path) -> dict:
-    table = {"rounds": round_rows(run_dir), "reference": reference_rows(theta0_dir)}
+def task_reference_rows(run_dir: Path) -> list[dict]:
+    """A downstream run's chance row: the prior / uniform predictor its round-0 fine-tune measured."""
+    metrics = Path(run_dir) / "rounds" / "round_00" / "metrics.json"
+    if not metrics.is_file():
+        return []
+    chance = json.loads(metrics.read_text()).get("chance")
+    return [{"label": "chance", "val": chance}] if chance else []
+
+
+def write_rounds(run_dir: Path, theta0_dir: Path, objective: str = "pretrain") -> dict:
+    reference = reference_rows(theta0_dir) if objective == "pretrain" else task_reference_rows(run_dir)
+    table = {"rounds": round_rows(run_dir), "reference": reference}
     write_json_atomic(Path(run_dir) / "rounds.json", table)
     return table
 
 
+def columns(table: dict) -> tuple[str, ...]:
+    """The pre-training columns, or a downstream run's task metrics (as its rounds recorded them)."""
+    seen = [key for row in table["rounds"] for key in row["val"]]
+    if not seen or any(key in COLUMNS for key in seen):
+        return COLUMNS
+    return tuple(dict.fromkeys(seen))
+
+
 def format_rounds(table: dict) -> str:
-    header = f"{'round':<14}{'sparsity':>9}{'steps':>7}" + "".join(f"{c:>12}" for c in COLUMNS)
+    names = columns(table)
+    header = f"{'round':<14}{'sparsity':>9}{'steps':>7}" + "".join(f"{c:>12}" for c in names)
     header += f"{'to next':>9}{'early bird':>12}"
     lines = [header]
     for row in table["reference"]:
-        cells = "".join(_cell(row["val"].get(c)) for c in COLUMNS)
+        cells = "".join(_cell(row["val"].get(c)) for c in names)
         lines.append(f"{row['label']:<14}{'-':>9}{'':>7}{cells}")
     for row in table["rounds"]:
-        cells = "".join(_cell(row["val"].get(c)) for c in COLUMNS)
+        cells = "".join(_cell(row["val"].get(c)) for c in names)
         to_next = row.get("hamming_to_next")
         draws = row.get("early_bird") or []
         bird = f"{draws[-1]['distance_to_final']:.4f}@{draws[-1]['step']}" if draws else "-"

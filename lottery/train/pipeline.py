@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lottery.config import ConfigError, FinetuneConfig, ImpConfig, load_config
 from lottery.tasks.downstream.examples import TASK_NAMES
+from lottery.train.finetune_configs import task_config
 
 # launcher variables a worker must not inherit: it is a job of its own, not a rank of the driver's job
 _LAUNCH_KEYS = (
@@ -75,10 +76,9 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
     jobs = []
     for task in config.tasks:
         overrides = [*config.finetune_overrides, *config.task_overrides.get(task, ())]
-        base = load_config(config.finetune or None, overrides, cls=FinetuneConfig)
+        base = task_config(task, config.finetune or None, overrides)
         base = replace(
             base,
-            task=task,
             theta0=imp.theta0,
             theta0_overrides=imp.theta0_overrides,
             store=imp.imp.store,

@@ -17,18 +17,24 @@ from pathlib import Path
 from lottery import dist
 from lottery.config import ConfigError, FinetuneConfig
 from lottery.train.finetune import finetune, run_dir_for
+from lottery.train.finetune_configs import task_config
 
 
 def sweep_configs(
-    base: FinetuneConfig,
     tasks: Sequence[str],
     tickets: Sequence[str],
     inits: Sequence[str] = ("theta0",),
     adversarial: Sequence[bool] = (False,),
+    config: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[FinetuneConfig]:
+    """The grid, each job on its task's config (`config`, or the task's shipped one) plus `overrides`."""
+    bases = {task: task_config(task, config, overrides) for task in tasks}
     grid = itertools.product(tickets, tasks, inits, adversarial)
     return [
-        replace(base, task=task, ticket=ticket, init=init, adversarial=replace(base.adversarial, enabled=adv))
+        replace(
+            bases[task], ticket=ticket, init=init, adversarial=replace(bases[task].adversarial, enabled=adv)
+        )
         for ticket, task, init, adv in grid
     ]
 
