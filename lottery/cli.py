@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--adversarial", action="store_true", help="VILLA-style adversarial training (adversarial.*)"
     )
-    tune.add_argument("--config", default=None, help="a finetune YAML (default: the built-in defaults)")
+    tune.add_argument(
+        "--config", default=None, help="a finetune YAML (default: the task's shipped finetune-<task>.yaml)"
+    )
     tune.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 train.zero_stage=3"
     )
@@ -240,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--part", default="0/1", help="I/N: run every N-th job from the I-th (parallel workers, job arrays)"
     )
-    grid.add_argument("--config", default=None, help="a finetune YAML (default: the built-in defaults)")
+    grid.add_argument(
+        "--config", default=None, help="a finetune YAML (default: the task's shipped finetune-<task>.yaml)"
+    )
     grid.add_argument("overrides", nargs="*", help="key=value overrides of every job")
     grid.set_defaults(func=_sweep)
 

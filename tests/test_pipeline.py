@@ -37,7 +37,7 @@ def test_fine_tunes_use_the_imp_runs_theta0_and_store_and_per_task_overrides():
     ]
     assert all(j.theta0_overrides == ("train.steps=7",) and j.store == "/tmp/elsewhere" for j in jobs)
     assert [j.train.steps for j in jobs] == [3, 3, 5, 5]
-    assert [j.optim.lr for j in jobs] == [5e-5, 5e-5, 1e-4, 1e-4]
+    assert [j.optim.lr for j in jobs] == [8e-5, 8e-5, 1e-4, 1e-4]  # vqa: its shipped config
 
 
 def test_bad_pipeline_configs_name_the_problem():
@@ -56,3 +56,13 @@ def test_a_worker_is_a_job_of_its_own_not_a_rank_of_the_drivers(monkeypatch):
     env = _worker_env(2)
     assert env["OMP_NUM_THREADS"] == "2"
     assert not {"RANK", "SLURM_PROCID", "SLURM_NTASKS"} & set(env)
+
+
+def test_each_task_reads_its_shipped_fine_tune_config_under_the_overrides():
+    from lottery.train.finetune_configs import task_config
+
+    assert task_config("vqa").optim.lr == 8e-5 and task_config("nlvr2").optim.lr == 3e-5
+    assert task_config("refcoco+").optim.lr == 6e-5  # finetune-refcocoplus.yaml
+    vcr = task_config("vcr", None, ["optim.lr=1.0e-4"])
+    assert vcr.train.batch_size == 4 and vcr.optim.lr == 1e-4 and vcr.train.zero_stage == 0
+    assert vcr.optim.new_parts == (r"head\..*",)
