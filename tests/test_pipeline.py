@@ -66,3 +66,18 @@ def test_each_task_reads_its_shipped_fine_tune_config_under_the_overrides():
     vcr = task_config("vcr", None, ["optim.lr=1.0e-4"])
     assert vcr.train.batch_size == 4 and vcr.optim.lr == 1e-4 and vcr.train.zero_stage == 0
     assert vcr.optim.new_parts == (r"head\..*",)
+
+
+def test_baselines_add_the_papers_table_1_rows_at_the_sparsest_ticket():
+    config = load_config(
+        "pipeline-uniter-mini", ["tasks=[nlvr2]", "baselines=[random, bert, shuffled]"], cls=PipelineConfig
+    )
+    check_config(config)
+    jobs = [(j.ticket, j.init) for j in finetune_jobs(config)]
+    assert jobs[3:] == [
+        ("uniter-mini/pretrain/s70-random", "theta0"),
+        ("uniter-mini/pretrain/s70", "bert"),
+        ("uniter-mini/pretrain/s70", "shuffled"),
+    ]
+    with pytest.raises(ConfigError, match="'lottery' not among"):
+        check_config(PipelineConfig(baselines=("lottery",)))

@@ -86,3 +86,27 @@ def test_the_chance_row_comes_from_the_runs_when_they_measured_it(tmp_path):
     results = collect([tmp_path])
     assert results[0].chance == 0.77
     assert "| chance | - | 0.770 |" in markdown(results)
+
+
+def test_a_task_the_dense_model_did_not_learn_is_left_out_of_the_means(tmp_path):
+    def write(name, task, score, chance, ticket="dense", meta=None, sparsity=0.0):
+        record = {
+            "task": task,
+            "metrics": {"accuracy": score},
+            "chance": {"accuracy": chance},
+            "ticket": ticket,
+            "ticket_meta": meta,
+            "sparsity": sparsity,
+            "init": "theta0",
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(record))
+
+    meta = {"id": "ab" * 32, "method": "imp", "tasks": ["itm", "mlm"], "imp_round": 7}
+    write("a", "gqa", 0.46, 0.46)
+    write("b", "gqa", 0.46, 0.46, "s70", meta, 0.7)
+    write("c", "nlvr2", 0.80, 0.50)
+    write("d", "nlvr2", 0.60, 0.50, "s70", meta, 0.7)
+    text = markdown(collect([tmp_path]))
+    assert "| gqa* | nlvr2 |" in text and "gqa: the dense model is not above chance" in text
+    assert "| imp | 70% | 0.460 (100%) | 0.600 (75%) | 75.0% |" in text

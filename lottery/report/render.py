@@ -13,6 +13,8 @@ from lottery.tasks.downstream.examples import TASK_NAMES
 
 # chance where it does not depend on the data: 3-way, true/false, and both of VCR's 4-way choices
 CHANCE = {"snli-ve": 1 / 3, "nlvr2": 0.5, "vcr": 1 / 16}
+# how far above chance a dense score must be for the task to count in "% of dense" means
+CHANCE_MARGIN = 0.05
 
 
 def _mean(values: list[float]) -> float:
@@ -38,19 +40,27 @@ def table(results: list[Result]) -> tuple[list[str], dict[tuple[str, float], dic
     return tasks, {key: {t: _mean(v) for t, v in row.items()} for key, row in sorted(cells.items())}
 
 
+def informative_tasks(results: list[Result], margin: float = CHANCE_MARGIN) -> list[str]:
+    """Tasks whose dense score clears chance by `margin`: only there does "% of dense" say anything
+    about a ticket (a task the dense model cannot learn keeps "100%" under any mask)."""
+    dense, chance = dense_scores(results), chance_scores(results)
+    return [t for t in dense if t not in chance or dense[t] > chance[t] + margin]
+
+
 def markdown(results: list[Result]) -> str:
     tasks, rows = table(results)
-    dense = dense_scores(results)
+    dense, chance = dense_scores(results), chance_scores(results)
+    counted = informative_tasks(results)
+    names = [t if t in counted or t not in dense else f"{t}*" for t in tasks]
     lines = [
-        "| variant | sparsity | " + " | ".join(tasks) + " | mean % of dense |",
+        "| variant | sparsity | " + " | ".join(names) + " | mean % of dense |",
         "|" + " --- |" * (len(tasks) + 3),
     ]
-    chance = chance_scores(results)
     lines.append(
         "| chance | - | " + " | ".join(f"{chance[t]:.3f}" if t in chance else "-" for t in tasks) + " | - |"
     )
     for (variant, sparsity), row in rows.items():
-        percents = [100 * row[t] / dense[t] for t in tasks if t in row and dense.get(t)]
+        percents = [100 * row[t] / dense[t] for t in tasks if t in row and t in counted and dense.get(t)]
         cells = []
         for t in tasks:
             if t not in row:
@@ -61,19 +71,26 @@ def markdown(results: list[Result]) -> str:
                 cells.append(f"{row[t]:.3f}")
         mean = f"{_mean(percents):.1f}%" if percents else "-"
         lines.append(f"| {variant} | {sparsity:.0%} | " + " | ".join(cells) + f" | {mean} |")
+    left_out = [t for t in tasks if t in dense and t not in counted]
+    if left_out:
+        lines += [
+            "",
+            f"\\* {', '.join(left_out)}: the dense model is not above chance + {CHANCE_MARGIN} on val, so "
+            "a ticket's % of dense says nothing there; left out of the means.",
+        ]
     lines += ["", "The paper (UNITER-base, Table 2): the universal ticket keeps, in % of dense:", ""]
     for sparsity in (0.6, 0.7):
         paper = universal_percent_of_dense(sparsity)
         detail = ", ".join(f"{t} {v:.1f}" for t, v in paper.items())
         lines.append(f"- {sparsity:.0%}: mean {mean_percent(sparsity):.1f}% ({detail})")
-    universal = [r for r in results if r.source == "pretrain" and r.variant == "imp" and dense.get(r.task)]
+    universal = [r for r in results if r.source == "pretrain" and r.variant == "imp" and r.task in counted]
     ours = [
         (s, [100 * r.score / dense[r.task] for r in universal if abs(r.sparsity - s) < 0.01])
         for s in (0.6, 0.7)
     ]
     lines += [
         "",
-        "Ours (universal tickets, mean over tasks in % of dense): "
+        "Ours (universal tickets, mean % of dense over the tasks the dense model learned): "
         + ", ".join(f"{s:.0%}: {_mean(v):.1f}%" if v else f"{s:.0%}: -" for s, v in ours),
     ]
     return "\n".join(lines) + "\n"

@@ -43,6 +43,7 @@ from lottery.tickets.distributed import load_broadcast
 from lottery.train.early_bird import EarlyBird, prune_engine
 from lottery.train.finetune import finetune
 from lottery.train.finetune_configs import task_config
+from lottery.train.imp_rewind import check_rewind, save_rewind_point
 from lottery.train.imp_state import ImpState, round_alias, run_dir_for
 from lottery.train.pretrain import RunHooks, pretrain
 from lottery.train.theta0 import ensure_theta0, identity
@@ -266,51 +267,10 @@ class ImpRun:
         return RunHooks(end_step=stop, on_start=on_start, on_step=on_step, on_done=on_done, save_model=False)
 
     def _check_rewind(self, engine, index: int) -> None:
-        """Prove the round starts from the rewind point: kept weights equal it, pruned ones are 0.0.
-
-        Each rank compares the fp32 slice it owns (the ZeRO-3 partition, or its share of a replicated
-        weight) with the same entries of the start model's file; the largest difference over ranks decides.
-        """
-        import torch
-        from safetensors import safe_open
-
-        from lottery.sparsity.partition import engine_pieces
-
-        masks = self._current_masks(engine, index)
-        worst = 0.0
-        source = self.start_model(index) / "model.safetensors"
-        with safe_open(str(source), framework="pt") as weights:
-            for piece in engine_pieces(engine.module, masks):
-                flat = weights.get_tensor(piece.name).reshape(-1)
-                expected = flat[piece.start : piece.start + piece.weights.numel()].float() * piece.kept
-                if expected.numel():
-                    worst = max(worst, float((piece.weights.float() - expected).abs().max()))
-        worst = float(dist.all_gather_tensor(torch.tensor([worst])).max())
-        if dist.is_main():
-            print(
-                f"IMP round {index} starts from {self.start_model(index)}: largest |weight - start * mask| "
-                f"over the prunable weights = {worst:.3g}",
-                flush=True,
-            )
-        if worst != 0.0:
-            raise RuntimeError(f"IMP round {index} did not start from the rewind point (max diff {worst})")
+        check_rewind(engine, self._current_masks(engine, index), self.start_model(index), index)
 
     def _save_rewind_point(self, engine) -> None:
-        """The weights at step `rewind_step` of round 0, where later rounds start (collective)."""
-        from lottery.models.uniter import from_pretrained, save_pretrained, tokenizer_files
-        from lottery.train.weights import full_state_dict
-
-        target = self.directory / "rewind"
-        state = full_state_dict(engine)
-        if dist.is_main() and not (target / "config.json").is_file():
-            model = from_pretrained(self.theta0_model)
-            model.load_state_dict(state)
-            partial = self.directory / ".rewind.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            save_pretrained(model, partial, extra_files=tokenizer_files(self.theta0_model))
-            partial.rename(target)
-            print(f"rewind point: the weights at step {self.config.imp.rewind_step} -> {target}", flush=True)
-        dist.barrier()
+        save_rewind_point(engine, self.theta0_model, self.directory, self.config.imp.rewind_step)
 
     def _prune_after(self, engine, index: int, bird: EarlyBird | None) -> None:
         """Cut the masks this round's end gives, store them, and record the round (collective)."""

@@ -15,6 +15,7 @@ with a metrics.json.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,10 +42,15 @@ _LAUNCH_KEYS = (
 )
 
 
+BASELINES = ("random", "bert", "shuffled")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """What the pipeline runs. ``finetune_overrides`` apply to every fine-tune, then ``task_overrides[task]``
-    to that task's (the per-task learning rates and budgets, as UNITER's per-task configs)."""
+    to that task's. ``baselines`` adds the paper's Table 1 rows at the sparsest published ticket, on
+    every task: ``random`` (a seeded random ticket of that sparsity, cut from theta0 and stored as
+    ``<alias>-random``), ``bert`` and ``shuffled`` (the IMP ticket on theta0' and theta0'')."""
 
     imp: str = "imp-uniter-mini"
     imp_overrides: tuple[str, ...] = ()
@@ -54,6 +60,7 @@ class PipelineConfig:
     finetune: str = ""
     finetune_overrides: tuple[str, ...] = ()
     task_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    baselines: tuple[str, ...] = ()
     report_dir: str = "runs/report"
 
 
@@ -61,6 +68,9 @@ def check_config(config: PipelineConfig) -> None:
     unknown = [t for t in (*config.tasks, *config.task_overrides) if t not in TASK_NAMES]
     if unknown:
         raise ConfigError(f"tasks: {', '.join(map(repr, unknown))} not among {', '.join(TASK_NAMES)}")
+    bad = [b for b in config.baselines if b not in BASELINES]
+    if bad:
+        raise ConfigError(f"baselines: {', '.join(map(repr, bad))} not among {', '.join(BASELINES)}")
     if config.ranks < 1 or config.workers < 1:
         raise ConfigError(f"ranks and workers must be >= 1 (got {config.ranks}, {config.workers})")
 
@@ -73,6 +83,11 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
     """Dense and every published ticket (sparsity order) x every task, on the IMP run's theta0 and store."""
     imp = imp_config(config)
     tickets = ["dense", *(alias for _, alias in sorted(imp.imp.publish.items()))]
+    sparsest = tickets[-1]
+    extra = [(f"{sparsest}-random", "theta0")] if "random" in config.baselines else []
+    extra += [(sparsest, init) for init in ("bert", "shuffled") if init in config.baselines]
+    if extra and sparsest == "dense":
+        raise ConfigError("baselines need a published ticket (the IMP config's imp.publish is empty)")
     jobs = []
     for task in config.tasks:
         overrides = [*config.finetune_overrides, *config.task_overrides.get(task, ())]
@@ -85,7 +100,23 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
             save_model=False,
         )
         jobs += [replace(base, ticket=ticket) for ticket in tickets]
+        jobs += [replace(base, ticket=ticket, init=init) for ticket, init in extra]
     return jobs
+
+
+def _cut_random_baseline(config: PipelineConfig) -> None:
+    """The random ticket of the sparsest published one's sparsity, from theta0 (same scope and layout)."""
+    from lottery.tickets import TicketStore, default_root
+    from lottery.train.imp import prepare
+    from lottery.train.ticket_jobs import cut_ticket
+
+    imp = imp_config(config)
+    sparsity, alias = max(imp.imp.publish.items())
+    store = TicketStore(imp.imp.store or default_root())
+    ticket = cut_ticket(
+        prepare(imp).theta0_model, "random", sparsity, store, seed=imp.imp.seed, alias=f"{alias}-random"
+    )
+    print(f"pipeline: random baseline {alias}-random -> {ticket[:12]} ({sparsity:.0%})", flush=True)
 
 
 def _worker_env(threads: int) -> dict[str, str]:
@@ -115,6 +146,7 @@ def _run_imp(config: PipelineConfig) -> None:
 
 def _run_finetunes(config: PipelineConfig, argv: list[str], jobs: list[FinetuneConfig]) -> list[Path]:
     """Start the workers, print each job as it finishes, return the run directories."""
+    from lottery.report.collect import PRIMARY
     from lottery.train.finetune import run_dir_for
     from lottery.train.sweep import resolve_tickets
 
@@ -145,8 +177,11 @@ def _run_finetunes(config: PipelineConfig, argv: list[str], jobs: list[FinetuneC
         for job, run in zip(jobs, runs, strict=True):
             if run not in reported and (run / "metrics.json").is_file():
                 reported.add(run)
+                record = json.loads((run / "metrics.json").read_text())
+                metric = PRIMARY[job.task]
                 print(
-                    f"  [{len(reported)}/{len(jobs)}] {job.task} {job.ticket} done "
+                    f"  [{len(reported)}/{len(jobs)}] {job.task} {job.ticket} ({job.init}): "
+                    f"{metric} {record['metrics'][metric]:.4f}, chance {record['chance'][metric]:.4f} "
                     f"({time.perf_counter() - began:.0f} s)",
                     flush=True,
                 )
@@ -168,6 +203,8 @@ def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
     check_config(config)
     began = time.perf_counter()
     _run_imp(config)
+    if "random" in config.baselines:
+        _cut_random_baseline(config)
     jobs = finetune_jobs(config)
     runs = _run_finetunes(config, argv, jobs)
     path = write_report(collect(runs), Path(config.report_dir))
