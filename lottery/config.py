@@ -1,4 +1,4 @@
-"""Typed run configuration: frozen dataclasses read from YAML, with ``key=value`` overrides.
+"""Typed run configuration: the frozen dataclasses every job is described by (config_loader.py reads them).
 
 A run's identity is its resolved config, so everything a job does is written here, nested by concern
 (data, model, tasks, optimiser, training). ``load_config("pretrain-uniter-mini", ["train.steps=50"])``
@@ -8,21 +8,19 @@ so a typo on the command line fails at once with the key's name instead of being
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A run config or an override that does not fit the schema; the message names the key."""
+# the loader lives in its own module; its names are part of this module's interface
+from lottery.config_loader import (  # noqa: F401
+    CONFIG_DIR,
+    ConfigError,
+    config_path,
+    digest,
+    parse_override,
+    to_dict,
+    to_yaml,
+)
+from lottery.config_loader import load_config as _load_config
 
 
 @dataclass(frozen=True)
@@ -264,139 +262,6 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=_finetune_train)
 
 
-def _coerce(value: Any, kind: Any, key: str) -> Any:
-    """Turn a YAML/command-line value into the annotated type, or raise naming the key."""
-    origin = typing.get_origin(kind)
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(kind, value, key + ".")
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        key_type, value_type = typing.get_args(kind)
-        return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        kinds = typing.get_args(kind)
-        if len(kinds) == 2 and kinds[1] is Ellipsis:
-            return tuple(_coerce(v, kinds[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(kinds):
-            raise ConfigError(f"{key}: expected {len(kinds)} values, got {len(value)}")
-        return tuple(_coerce(v, k, key) for v, k in zip(value, kinds, strict=True))
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):
-        # YAML 1.1 reads "1e-4" (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is str and isinstance(value, str):
-        return value
-    raise ConfigError(f"{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
-
-
-def _field_default(spec: dataclasses.Field) -> Any:
-    if spec.default is not dataclasses.MISSING:
-        return spec.default
-    if spec.default_factory is not dataclasses.MISSING:
-        return spec.default_factory()
-    return None
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
-    """`cls` from `values`; keys not given keep `base`'s values, or the field defaults.
-
-    A section given in part (``train.steps=60`` alone) is laid over that section's default, so a
-    config whose default section differs from the section class's (a fine-tune's ``train``) keeps it.
-    """
-    hints = typing.get_type_hints(cls)
-    specs = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(specs))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(specs)}"
-        )
-    built = {}
-    for key, value in values.items():
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
-            under = getattr(base, key) if base is not None else _field_default(specs[key])
-            built[key] = _build(kind, value, f"{prefix}{key}.", under)
-        else:
-            built[key] = _coerce(value, kind, prefix + key)
-    return dataclasses.replace(base, **built) if base is not None else cls(**built)
-
-
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a section")
-    node[leaf] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``train.steps=50`` -> (``train.steps``, 50); the value is parsed as YAML (numbers, lists, maps)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not key=value (e.g. train.steps=50)")
-    key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
-
-
-def config_path(name_or_file: str) -> Path:
-    """A shipped config name (``pretrain-uniter-mini``) or a YAML file path."""
-    path = Path(name_or_file)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return path
-    shipped = CONFIG_DIR / f"{name_or_file}.yaml"
-    if not shipped.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"no config named {name_or_file!r}; shipped configs: {known}, or pass a .yaml path")
-    return shipped
-
-
-def load_config(name_or_file: str | None, overrides: list[str] = (), cls: type = PretrainConfig) -> Any:
+def load_config(name_or_file: str | None, overrides: list[str] = (), cls: type = PretrainConfig):
     """Read a YAML config (or start from the defaults when None), apply overrides, type-check it."""
-    tree: dict[str, Any] = {}
-    if name_or_file:
-        path = config_path(name_or_file)
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        tree = loaded
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_path(tree, key, value)
-    try:
-        return _build(cls, tree)
-    except ConfigError as err:
-        where = f"{name_or_file}: " if name_or_file else ""
-        raise ConfigError(f"{where}{err}") from None
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists), the form written to YAML/JSON."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def to_yaml(config: Any) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
-
-
-def digest(config: Any) -> str:
-    """sha256 of the canonical JSON of a config: the identity of what it describes."""
-    canonical = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return _load_config(name_or_file, overrides, cls)
