@@ -81,3 +81,34 @@ def test_baselines_add_the_papers_table_1_rows_at_the_sparsest_ticket():
     ]
     with pytest.raises(ConfigError, match="'lottery' not among"):
         check_config(PipelineConfig(baselines=("lottery",)))
+
+
+def test_a_half_built_model_directory_is_rebuilt_whole(tmp_path, shapes_dir):
+    """A build killed mid-write used to leave models/uniter-mini without config.json, which every later
+    job refused ("already exists"); the build now goes aside and is renamed into place."""
+    from lottery.config import ModelConfig
+    from lottery.train.assets import ensure_model
+
+    out = tmp_path / "models" / "uniter-mini"
+    out.mkdir(parents=True)
+    (out / "model.safetensors").write_bytes(b"half")
+    built = ensure_model(ModelConfig(dir=str(out), init_from_bert="minilm"), shapes_dir)
+    assert (built / "config.json").is_file() and (built / "model.safetensors").stat().st_size > 1000
+    assert not list(out.parent.glob(".*partial"))
+
+
+def test_the_driver_builds_every_tasks_data_before_the_workers_start(tmp_path, shapes_dir, monkeypatch):
+    """Two workers writing the same task directory at once would collide: the driver writes them first."""
+    from lottery.train import pipeline
+
+    config = load_config("pipeline-uniter-mini", ["tasks=[vqa, nlvr2]"], cls=PipelineConfig)
+    written, models = [], []
+    monkeypatch.setattr("lottery.train.assets.ensure_data", lambda data: shapes_dir)
+    monkeypatch.setattr("lottery.train.assets.ensure_model", lambda model, scenes: models.append(scenes))
+    monkeypatch.setattr(
+        "lottery.tasks.downstream.shapes_data.write_task",
+        lambda task, scenes, seed: written.append((task, scenes, seed)),
+    )
+    pipeline._prepare_shared_inputs(config)
+    assert models == [shapes_dir]
+    assert {w[0] for w in written} == {"vqa", "nlvr2"} and all(w[1] == shapes_dir for w in written)

@@ -8,6 +8,7 @@ ranks wait at a barrier; then every rank reads the same directories. Both builde
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from lottery import dist
@@ -72,7 +73,13 @@ def ensure_model(model: ModelConfig, data_dir: Path) -> Path:
     out = Path(model.dir)
     if dist.is_main() and not (out / "config.json").is_file():
         print(f"building {out} from {model.init_from_bert} (first run only)", flush=True)
-        build_model_from_bert(model.init_from_bert, out, data_dir=data_dir)
+        # built aside and renamed: a killed build leaves no half-written model directory behind
+        partial = out.parent / f".{out.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        build_model_from_bert(model.init_from_bert, partial, data_dir=data_dir)
+        if out.is_dir() and not (out / "config.json").is_file():
+            shutil.rmtree(out)  # left by a build from before builds were renamed into place
+        partial.rename(out)
     dist.barrier()
     _check_fits_data(out, data_dir)
     return out

@@ -104,6 +104,20 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
     return jobs
 
 
+def _prepare_shared_inputs(config: PipelineConfig) -> None:
+    """Build what every fine-tune reads (the model directory, each task's dataset) before the workers
+    start: two workers building the same directory at once would collide."""
+    from lottery.tasks.downstream.shapes_data import write_task
+    from lottery.train.assets import ensure_data, ensure_model
+
+    imp = imp_config(config)
+    theta0 = load_config(imp.theta0, list(imp.theta0_overrides))
+    scenes = ensure_data(theta0.data)
+    ensure_model(theta0.model, scenes)
+    for job in finetune_jobs(config):
+        write_task(job.task, scenes, seed=job.data.seed)
+
+
 def _cut_random_baseline(config: PipelineConfig) -> None:
     """The random ticket of the sparsest published one's sparsity, from theta0 (same scope and layout)."""
     from lottery.tickets import TicketStore, default_root
@@ -203,6 +217,7 @@ def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
     check_config(config)
     began = time.perf_counter()
     _run_imp(config)
+    _prepare_shared_inputs(config)
     if "random" in config.baselines:
         _cut_random_baseline(config)
     jobs = finetune_jobs(config)
