@@ -110,3 +110,25 @@ def test_a_task_the_dense_model_did_not_learn_is_left_out_of_the_means(tmp_path)
     text = markdown(collect([tmp_path]))
     assert "| gqa* | nlvr2 |" in text and "gqa: the dense model is not above chance" in text
     assert "| imp | 70% | 0.460 (100%) | 0.600 (75%) | 75.0% |" in text
+
+
+def test_a_dense_score_of_zero_gives_no_percentages_and_no_crash(tmp_path):
+    """A short run's VCR Q->AR can be exactly 0.0 dense: every % of it is undefined, not a crash."""
+    meta = {"id": "cd" * 32, "method": "imp", "tasks": ["itm"], "imp_round": 3}
+    for name, ticket, score, ticket_meta, sparsity in (
+        ("a", "dense", 0.0, None, 0.0),
+        ("b", "s60", 0.03, meta, 0.6),
+    ):
+        record = {
+            "task": "vcr",
+            "metrics": {"q->ar": score},
+            "chance": {"q->ar": 0.0625},
+            "ticket": ticket,
+            "ticket_meta": ticket_meta,
+            "sparsity": sparsity,
+            "init": "theta0",
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(record))
+    main(["report", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "| imp | 60% | 0.030 | - |" in (tmp_path / "out" / "report.md").read_text()

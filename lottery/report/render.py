@@ -44,7 +44,7 @@ def informative_tasks(results: list[Result], margin: float = CHANCE_MARGIN) -> l
     """Tasks whose dense score clears chance by `margin`: only there does "% of dense" say anything
     about a ticket (a task the dense model cannot learn keeps "100%" under any mask)."""
     dense, chance = dense_scores(results), chance_scores(results)
-    return [t for t in dense if t not in chance or dense[t] > chance[t] + margin]
+    return [t for t in dense if dense[t] > 0 and (t not in chance or dense[t] > chance[t] + margin)]
 
 
 def markdown(results: list[Result]) -> str:
@@ -147,7 +147,8 @@ def plot_transfer(results: list[Result], out_dir: Path) -> Path | None:
     dense = dense_scores(results)
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in results:
-        if r.source != "-" and r.task in dense and r.init == "theta0" and not r.adversarial:
+        # a dense score of 0 (a task not learned at all) has no percentages
+        if r.source != "-" and dense.get(r.task) and r.init == "theta0" and not r.adversarial:
             cells[f"{r.source} @{r.sparsity:.0%}", r.task].append(100 * r.score / dense[r.task])
     if not cells:
         return None
