@@ -8,15 +8,24 @@ from pathlib import Path
 import pytest
 
 from lottery.cli import main
-from lottery.report.collect import collect, dense_scores
+from lottery.report.collect import PRIMARY, collect, dense_scores
 from lottery.report.paper import mean_percent
 from lottery.report.render import markdown
 
 
 def _write(
-    root: Path, name: str, task: str, score: float, *, sparsity=0.0, method=None, tasks=(), init="theta0"
+    root: Path,
+    name: str,
+    task: str,
+    score: float,
+    *,
+    sparsity=0.0,
+    method=None,
+    tasks=(),
+    init="theta0",
+    chance: float | None = None,
 ) -> None:
-    metric = {"vqa": "vqa_score", "nlvr2": "accuracy"}[task]
+    metric = PRIMARY[task]
     meta = (
         None if method is None else {"id": "x" * 64, "method": method, "tasks": list(tasks), "imp_round": 6}
     )
@@ -29,6 +38,8 @@ def _write(
         "init": init,
         "adversarial": False,
     }
+    if chance is not None:
+        record["chance"] = {metric: chance}
     (root / name).mkdir(parents=True)
     (root / name / "metrics.json").write_text(json.dumps(record))
 
@@ -72,41 +83,18 @@ def test_a_malformed_metrics_file_is_named(tmp_path):
 
 
 def test_the_chance_row_comes_from_the_runs_when_they_measured_it(tmp_path):
-    record = {
-        "task": "gqa",
-        "metrics": {"accuracy": 0.9},
-        "chance": {"accuracy": 0.77},
-        "ticket": "dense",
-        "ticket_meta": None,
-        "sparsity": 0.0,
-        "init": "theta0",
-    }
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.json").write_text(json.dumps(record))
+    _write(tmp_path, "run", "gqa", 0.9, chance=0.77)
     results = collect([tmp_path])
     assert results[0].chance == 0.77
     assert "| chance | - | 0.770 |" in markdown(results)
 
 
 def test_a_task_the_dense_model_did_not_learn_is_left_out_of_the_means(tmp_path):
-    def write(name, task, score, chance, ticket="dense", meta=None, sparsity=0.0):
-        record = {
-            "task": task,
-            "metrics": {"accuracy": score},
-            "chance": {"accuracy": chance},
-            "ticket": ticket,
-            "ticket_meta": meta,
-            "sparsity": sparsity,
-            "init": "theta0",
-        }
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(record))
-
-    meta = {"id": "ab" * 32, "method": "imp", "tasks": ["itm", "mlm"], "imp_round": 7}
-    write("a", "gqa", 0.46, 0.46)
-    write("b", "gqa", 0.46, 0.46, "s70", meta, 0.7)
-    write("c", "nlvr2", 0.80, 0.50)
-    write("d", "nlvr2", 0.60, 0.50, "s70", meta, 0.7)
+    pretraining = ("itm", "mlm")
+    _write(tmp_path, "a", "gqa", 0.46, chance=0.46)
+    _write(tmp_path, "b", "gqa", 0.46, chance=0.46, sparsity=0.7, method="imp", tasks=pretraining)
+    _write(tmp_path, "c", "nlvr2", 0.80, chance=0.50)
+    _write(tmp_path, "d", "nlvr2", 0.60, chance=0.50, sparsity=0.7, method="imp", tasks=pretraining)
     text = markdown(collect([tmp_path]))
     assert "| gqa* | nlvr2 |" in text and "gqa: the dense model is not above chance" in text
     assert "| imp | 70% | 0.460 (100%) | 0.600 (75%) | 75.0% |" in text
@@ -114,21 +102,7 @@ def test_a_task_the_dense_model_did_not_learn_is_left_out_of_the_means(tmp_path)
 
 def test_a_dense_score_of_zero_gives_no_percentages_and_no_crash(tmp_path):
     """A short run's VCR Q->AR can be exactly 0.0 dense: every % of it is undefined, not a crash."""
-    meta = {"id": "cd" * 32, "method": "imp", "tasks": ["itm"], "imp_round": 3}
-    for name, ticket, score, ticket_meta, sparsity in (
-        ("a", "dense", 0.0, None, 0.0),
-        ("b", "s60", 0.03, meta, 0.6),
-    ):
-        record = {
-            "task": "vcr",
-            "metrics": {"q->ar": score},
-            "chance": {"q->ar": 0.0625},
-            "ticket": ticket,
-            "ticket_meta": ticket_meta,
-            "sparsity": sparsity,
-            "init": "theta0",
-        }
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(record))
+    _write(tmp_path, "a", "vcr", 0.0, chance=0.0625)
+    _write(tmp_path, "b", "vcr", 0.03, chance=0.0625, sparsity=0.6, method="imp", tasks=("itm",))
     main(["report", str(tmp_path), "--out", str(tmp_path / "out")])
     assert "| imp | 60% | 0.030 | - |" in (tmp_path / "out" / "report.md").read_text()
