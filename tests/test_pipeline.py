@@ -109,6 +109,6 @@ def test_the_driver_builds_every_tasks_data_before_the_workers_start(tmp_path, s
         "lottery.tasks.downstream.shapes_data.write_task",
         lambda task, scenes, seed: written.append((task, scenes, seed)),
     )
-    pipeline._prepare_shared_inputs(config)
+    pipeline._prepare_shared_inputs(config, finetune_jobs(config))
     assert models == [shapes_dir]
     assert {w[0] for w in written} == {"vqa", "nlvr2"} and all(w[1] == shapes_dir for w in written)

@@ -104,7 +104,7 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
     return jobs
 
 
-def _prepare_shared_inputs(config: PipelineConfig) -> None:
+def _prepare_shared_inputs(config: PipelineConfig, jobs: list[FinetuneConfig]) -> None:
     """Build what every fine-tune reads (the model directory, each task's dataset) before the workers
     start: two workers building the same directory at once would collide."""
     from lottery.tasks.downstream.shapes_data import write_task
@@ -114,8 +114,8 @@ def _prepare_shared_inputs(config: PipelineConfig) -> None:
     theta0 = load_config(imp.theta0, list(imp.theta0_overrides))
     scenes = ensure_data(theta0.data)
     ensure_model(theta0.model, scenes)
-    for job in finetune_jobs(config):
-        write_task(job.task, scenes, seed=job.data.seed)
+    for task, seed in dict.fromkeys((job.task, job.data.seed) for job in jobs):
+        write_task(task, scenes, seed=seed)
 
 
 def _cut_random_baseline(config: PipelineConfig) -> None:
@@ -217,10 +217,10 @@ def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
     check_config(config)
     began = time.perf_counter()
     _run_imp(config)
-    _prepare_shared_inputs(config)
+    jobs = finetune_jobs(config)
+    _prepare_shared_inputs(config, jobs)
     if "random" in config.baselines:
         _cut_random_baseline(config)
-    jobs = finetune_jobs(config)
     runs = _run_finetunes(config, argv, jobs)
     path = write_report(collect(runs), Path(config.report_dir))
     print(path.read_text(), end="")
