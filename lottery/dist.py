@@ -6,6 +6,10 @@ not the same ones: torchrun/deepspeed/accelerate set ``RANK``/``WORLD_SIZE``/``L
 ``MASTER_ADDR``/``MASTER_PORT``; ``srun`` sets ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
 and leaves the master address to us. :func:`read_launch_env` maps each onto one :class:`LaunchEnv`.
 
+Which GPU a rank drives is :func:`cuda_device_index`: its local rank when the process sees every GPU of
+the node (torchrun, deepspeed, plain srun), GPU 0 when the launcher narrowed ``CUDA_VISIBLE_DEVICES`` to
+one GPU per process (``srun --gpus-per-task=1``).
+
 The backend is NCCL on GPUs and gloo otherwise: DeepSpeed's CPU accelerator would ask for oneCCL
 only when its bindings are installed; we ask for gloo explicitly so a CPU-only machine never needs them.
 """
@@ -99,6 +103,49 @@ def read_launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
     return LaunchEnv(0, 0, 1, 1, "127.0.0.1", _free_port(), "none")
 
 
+def cuda_device_index(local_rank: int, visible_devices: int, cuda_visible_devices: str | None = None) -> int:
+    """The ordinal (among the GPUs this process sees) of the GPU this rank drives.
+
+    Launchers disagree on what a process sees: torchrun and deepspeed leave every GPU of the node
+    visible, so the local rank picks one; ``srun --gpus-per-task=1`` (or any launcher that narrows
+    ``CUDA_VISIBLE_DEVICES`` per process) leaves one, which is ``cuda:0`` whatever the local rank.
+    More ranks on a node than the GPUs they share is a misconfigured job, refused here rather than
+    left to fail as "invalid device ordinal" inside CUDA. ``cuda_visible_devices`` only goes into
+    that message.
+    """
+    if visible_devices < 1:
+        raise RuntimeError(f"no GPU visible to this process (CUDA_VISIBLE_DEVICES={cuda_visible_devices!r})")
+    if local_rank < visible_devices:
+        return local_rank
+    if visible_devices == 1:
+        return 0
+    raise RuntimeError(
+        f"local rank {local_rank} (LOCAL_RANK / SLURM_LOCALID) but this process sees only {visible_devices} "
+        f"GPUs (CUDA_VISIBLE_DEVICES={cuda_visible_devices!r}): more ranks on this node than GPUs. "
+        f"Start at most {visible_devices} ranks per node (srun --ntasks-per-node={visible_devices}, "
+        f"torchrun --nproc-per-node={visible_devices}, deepspeed --num_gpus={visible_devices}), "
+        "or give each task a GPU of its own (srun --gpus-per-task=1)"
+    )
+
+
+def exported_env(launch: LaunchEnv, device: int | None) -> dict[str, str]:
+    """The variables torch.distributed and DeepSpeed read, for this rank.
+
+    ``LOCAL_RANK`` is the GPU ordinal when there is a GPU (``device``), not the rank on the node:
+    DeepSpeed takes it as one (its engine's ``set_device``, ``zero.Init``, the process group's
+    ``device_id``), so a task that sees one GPU must say 0 there, or DeepSpeed asks for a GPU it
+    cannot see. :class:`LaunchEnv` keeps the rank on the node.
+    """
+    return {
+        "RANK": str(launch.rank),
+        "LOCAL_RANK": str(launch.local_rank if device is None else device),
+        "WORLD_SIZE": str(launch.world_size),
+        "LOCAL_WORLD_SIZE": str(launch.local_world_size),
+        "MASTER_ADDR": launch.master_addr,
+        "MASTER_PORT": str(launch.master_port),
+    }
+
+
 def backend_name() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
@@ -106,20 +153,19 @@ def backend_name() -> str:
 def init() -> LaunchEnv:
     """Initialise the process group (idempotent). Must be called on every rank before any collective.
 
-    On CPU, ranks share the cores: unless OMP_NUM_THREADS says otherwise, each rank gets its share, since
-    oversubscribed threads make every rank slower than one thread each.
+    On a GPU, the rank drives the GPU :func:`cuda_device_index` picks, and ``LOCAL_RANK`` is exported as
+    that GPU's ordinal (see :func:`exported_env`). On CPU, ranks share the cores: unless OMP_NUM_THREADS
+    says otherwise, each rank gets its share, since oversubscribed threads make every rank slower than
+    one thread each.
     """
     launch = read_launch_env()
-    os.environ.update(
-        RANK=str(launch.rank),
-        LOCAL_RANK=str(launch.local_rank),
-        WORLD_SIZE=str(launch.world_size),
-        LOCAL_WORLD_SIZE=str(launch.local_world_size),
-        MASTER_ADDR=launch.master_addr,
-        MASTER_PORT=str(launch.master_port),
-    )
+    device = None
     if torch.cuda.is_available():
-        torch.cuda.set_device(launch.local_rank)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        device = cuda_device_index(launch.local_rank, torch.cuda.device_count(), visible)
+    os.environ.update(exported_env(launch, device))
+    if device is not None:
+        torch.cuda.set_device(device)
     elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.local_world_size))
     if not dist.is_initialized():
@@ -239,6 +285,8 @@ __all__ = [
     "broadcast_bytes",
     "broadcast_object",
     "comm_device",
+    "cuda_device_index",
+    "exported_env",
     "init",
     "is_main",
     "rank",

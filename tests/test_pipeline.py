@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from lottery.config import ConfigError, load_config
-from lottery.train.pipeline import PipelineConfig, _worker_env, check_config, finetune_jobs
+from lottery.train.pipeline import (
+    PipelineConfig,
+    _worker_env,
+    check_config,
+    finetune_jobs,
+    finetune_worker_count,
+    finetune_worker_envs,
+    worker_threads,
+)
 
 
 def test_the_default_plan_is_dense_s60_and_s70_on_all_seven_tasks():
@@ -43,8 +51,8 @@ def test_fine_tunes_use_the_imp_runs_theta0_and_store_and_per_task_overrides():
 def test_bad_pipeline_configs_name_the_problem():
     with pytest.raises(ConfigError, match="'vqa2' not among"):
         check_config(PipelineConfig(tasks=("vqa2",)))
-    with pytest.raises(ConfigError, match="workers must be >= 1"):
-        check_config(PipelineConfig(workers=0))
+    with pytest.raises(ConfigError, match="workers >= 0"):
+        check_config(PipelineConfig(workers=-1))
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config("pipeline-uniter-mini", ["worker=3"], cls=PipelineConfig)
 
@@ -56,6 +64,87 @@ def test_a_worker_is_a_job_of_its_own_not_a_rank_of_the_drivers(monkeypatch):
     env = _worker_env(2)
     assert env["OMP_NUM_THREADS"] == "2"
     assert not {"RANK", "SLURM_PROCID", "SLURM_NTASKS"} & set(env)
+
+
+def test_the_default_worker_count_is_two_on_cpu_as_before():
+    assert PipelineConfig().workers == 0
+    assert finetune_worker_count(0, 0) == 2
+
+
+def test_the_shipped_pipeline_config_runs_two_workers_on_cpu():
+    config = load_config("pipeline-uniter-mini", [], cls=PipelineConfig)
+    assert finetune_worker_count(config.workers, 0) == 2
+
+
+def test_the_default_worker_count_is_one_per_visible_gpu():
+    assert finetune_worker_count(0, 4) == 4
+
+
+def test_an_explicit_worker_count_on_cpu_is_kept():
+    assert finetune_worker_count(3, 0) == 3
+
+
+def test_fewer_workers_than_gpus_is_kept():
+    assert finetune_worker_count(2, 4) == 2
+
+
+def test_more_workers_than_gpus_is_refused_with_the_fix():
+    with pytest.raises(ConfigError) as refused:
+        finetune_worker_count(3, 2, "4,5")
+    assert str(refused.value) == (
+        "workers=3 but 2 GPU(s) visible (CUDA_VISIBLE_DEVICES='4,5'): each fine-tune worker needs a GPU "
+        "of its own; set workers=2 or fewer, or workers=0 for one per GPU"
+    )
+
+
+def test_the_driver_refuses_too_many_workers_before_imp_starts(monkeypatch):
+    from lottery.train import pipeline
+
+    started = []
+    monkeypatch.setattr(pipeline, "_visible_gpu_count", lambda: 1)
+    monkeypatch.setattr(pipeline, "_run_imp", started.append)
+    with pytest.raises(ConfigError, match="workers=2 but 1 GPU"):
+        pipeline.run_pipeline(PipelineConfig(workers=2), [])
+    assert started == []
+
+
+def test_the_workers_share_the_cores_as_before():
+    assert [worker_threads(2, 2), worker_threads(8, 2), worker_threads(3, 2)] == [1, 4, 1]
+
+
+def test_a_worker_gets_one_thread_when_the_cores_are_unknown_or_fewer_than_workers():
+    assert [worker_threads(None, 2), worker_threads(1, 2)] == [1, 1]
+
+
+def test_cpu_workers_keep_the_drivers_environment_without_a_gpu_variable():
+    envs = finetune_worker_envs({"PATH": "/bin"}, 0, 2, 1)
+    assert envs == [{"PATH": "/bin", "OMP_NUM_THREADS": "1"}, {"PATH": "/bin", "OMP_NUM_THREADS": "1"}]
+
+
+def test_each_gpu_worker_gets_its_own_gpu():
+    envs = finetune_worker_envs({}, 2, 2, 4)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["0", "1"]
+
+
+def test_gpu_workers_take_the_drivers_visible_gpus_in_order():
+    envs = finetune_worker_envs({"CUDA_VISIBLE_DEVICES": "4, 6,7"}, 3, 2, 1)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["4", "6"]
+
+
+def test_gpu_workers_keep_uuid_entries_of_the_drivers_list():
+    envs = finetune_worker_envs({"CUDA_VISIBLE_DEVICES": "GPU-aa11,MIG-bb22"}, 2, 2, 1)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["GPU-aa11", "MIG-bb22"]
+
+
+def test_only_the_gpus_cuda_counts_are_handed_out():
+    """CUDA stops at the list's first invalid entry: "1,99,2" is one GPU."""
+    envs = finetune_worker_envs({"CUDA_VISIBLE_DEVICES": "1,99,2"}, 1, 1, 1)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["1"]
+
+
+def test_a_gpu_worker_is_a_job_of_its_own_not_a_rank_of_the_drivers():
+    driver = {"RANK": "1", "LOCAL_RANK": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "2,3"}
+    assert finetune_worker_envs(driver, 2, 1, 3) == [{"CUDA_VISIBLE_DEVICES": "2", "OMP_NUM_THREADS": "3"}]
 
 
 def test_each_task_reads_its_shipped_fine_tune_config_under_the_overrides():
