@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from math import comb
+
 import pytest
 import torch
 
 from lottery.tasks.downstream.chance import chance_metrics
 from lottery.tasks.downstream.common import TaskContext
 from lottery.tasks.downstream.examples import TaskExample
+from lottery.tasks.downstream.metrics import retrieval_recalls
 
 
 def _ctx(regions: dict[str, int] | None = None) -> TaskContext:
@@ -58,12 +61,26 @@ def test_choice_tasks_take_a_uniform_guess():
     assert chance_metrics("refcoco+", refs, refs, _ctx()) == {"accuracy": pytest.approx((1 / 4 + 1 / 2) / 2)}
 
 
-def test_retrieval_chance_is_about_k_over_the_candidates():
+def test_retrieval_chance_is_a_uniformly_random_ranking_exactly():
     val = [_ex("retrieval", i, image=f"i{i % 10}", text=f"c{i}") for i in range(50)]
-    result = chance_metrics("retrieval", val, val, _ctx(), retrieval_draws=200)
-    assert result["txt2img_r1"] == pytest.approx(1 / 10, abs=0.02)
-    assert result["txt2img_r5"] == pytest.approx(5 / 10, abs=0.03)
-    assert 0 < result["mean_recall"] < 1
+    result = chance_metrics("retrieval", val, val, _ctx())
+    assert [result[f"txt2img_r{k}"] for k in (1, 5, 10)] == [0.1, 0.5, 1.0]
+    # each image has 5 of the 50 captions: it misses iff the top k holds none of them
+    img2txt = [1 - comb(50 - k, 5) / comb(50, 5) for k in (1, 5, 10)]  # 0.1, 0.4234, 0.6894
+    assert [result[f"img2txt_r{k}"] for k in (1, 5, 10)] == pytest.approx(img2txt, abs=1e-12)
+    assert result["mean_recall"] == pytest.approx((1.6 + sum(img2txt)) / 6, abs=1e-12)
+
+
+def test_retrieval_chance_is_what_random_score_matrices_give_on_average():
+    val = [_ex("retrieval", i, image=f"i{i % 4}", text=f"c{i}") for i in range(12)]
+    exact = chance_metrics("retrieval", val, val, _ctx())
+    generator = torch.Generator().manual_seed(0)
+    draws = [
+        retrieval_recalls(torch.rand(12, 4, generator=generator), [i % 4 for i in range(12)])
+        for _ in range(400)
+    ]
+    for key, value in exact.items():
+        assert sum(d[key] for d in draws) / len(draws) == pytest.approx(value, abs=0.02), key
 
 
 def test_chance_needs_both_splits():

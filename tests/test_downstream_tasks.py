@@ -13,9 +13,9 @@ import torch
 from tiny import TINY
 
 from lottery.models.uniter import UniterForPretraining
-from lottery.tasks.downstream.common import TaskContext
+from lottery.tasks.downstream.common import TaskContext, pack_pairs
 from lottery.tasks.downstream.examples import TaskExample
-from lottery.tasks.downstream.model import UniterForTask
+from lottery.tasks.downstream.model import HEAD_LAYOUT, UniterForTask
 from lottery.tasks.downstream.regions import best_overlap
 from lottery.tasks.downstream.registry import adapter
 
@@ -112,6 +112,60 @@ def test_each_task_overfits_a_handful_of_examples(task):
         floor = 1 / 3 if task == "vqa" else 1.0
         assert all(value >= floor - 1e-6 for value in scores.values()), scores
         assert max(scores.values()) > 0.8
+
+
+class ConstantModel(torch.nn.Module):
+    """Every head output equal: what a collapsed fine-tune gives; its metric must be chance, not more."""
+
+    def __init__(self, outputs: int) -> None:
+        super().__init__()
+        self.outputs = outputs
+
+    def uniter(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*inputs["attn_masks"].shape, 4)
+
+    def pooled(self, sequence: torch.Tensor) -> torch.Tensor:
+        return sequence[:, 0]
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.full((*hidden.shape[:-1], self.outputs), 0.7)
+
+
+# (examples used, chance metric): so many that always taking index 0, the untied argmax, is not chance
+CHANCE = {
+    "vqa": (4, {"vqa_score": (1 + 1 / 3) / 5}),  # each question: one answer at 1.0, "no" at 1/3, of 5
+    "gqa": (4, {"accuracy": 1 / 5}),
+    "snli-ve": (4, {"accuracy": 1 / 3}),
+    "vcr": (4, {"q->a": 0.25, "qa->r": 0.25, "q->ar": 0.0625}),
+    "refcoco+": (4, {"accuracy": (1 / 3 + 1 / 4 + 1 / 5 + 1 / 3) / 4}),  # images of 3, 4, 5, 3 regions
+    "nlvr2": (5, {"accuracy": 0.5}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(CHANCE))
+def test_a_constant_model_scores_chance(task):
+    ctx = TaskContext(tokenize, features(), answers=ANSWERS, negatives=2)
+    task_adapter = adapter(task)
+    count, chance = CHANCE[task]
+    chosen = examples(task)[:count]
+    batch = task_adapter.collate(chosen, ctx, torch.Generator().manual_seed(0))
+    predictions = task_adapter.predict(ConstantModel(HEAD_LAYOUT[task][1] or len(ANSWERS)), batch, ctx)
+    assert task_adapter.metric(predictions, chosen) == pytest.approx(chance, abs=1e-12)
+
+
+def test_a_constant_model_retrieves_at_chance():
+    ctx = TaskContext(tokenize, features())
+    task_adapter = adapter("retrieval")
+    images, grid, caption_image = task_adapter.pairs(examples("retrieval"))
+    captions = examples("retrieval")
+    batch = pack_pairs(ctx, [ctx.ids(captions[c].text) for c, _ in grid], [images[i] for _, i in grid])
+    scores = torch.tensor(task_adapter.predict(ConstantModel(1), batch, ctx)).view(len(captions), len(images))
+    recalls = task_adapter.metric_from_scores(scores, caption_image)
+    # 6 captions of 4 images (two with 2 captions, two with 1). Text->image: 1 of 4 images. Image->text
+    # R@1: 2/6 or 1/6 of the captions are the image's; R@5: an image with 1 caption misses if it is last
+    expected = {"txt2img_r1": 1 / 4, "txt2img_r5": 1.0, "txt2img_r10": 1.0}
+    expected |= {"img2txt_r1": 1 / 4, "img2txt_r5": 11 / 12, "img2txt_r10": 1.0, "mean_recall": 53 / 72}
+    assert recalls == expected
 
 
 def test_task_models_have_the_pretraining_prunable_set():

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lottery.tasks.downstream.ties import expected_correct
 from lottery.tasks.masking import IGNORE, TextVocab, mask_regions, mask_tokens
 from lottery.tasks.packing import pack, region_positions, unpack_outputs
 from lottery.tasks.wra import ot_distance, wra_loss
@@ -80,7 +81,7 @@ def loss_mlm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     targets = labels[selected]
     loss = F.cross_entropy(logits, targets)
     count = float(targets.numel())
-    correct = float((logits.argmax(-1) == targets).sum())
+    correct = expected_correct(logits, targets)
     return loss, {
         "mlm_loss_sum": float(loss.detach()) * count,
         "mlm_correct_sum": correct,
@@ -124,7 +125,7 @@ def loss_itm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     matched = targets.bool()
     stats = {
         "itm_loss_sum": float(itm.detach()) * count,
-        "itm_correct_sum": float((logits.argmax(-1) == targets).sum()),
+        "itm_correct_sum": expected_correct(logits, targets),
         "itm_count": count,
         "wra_pos_sum": float(distance.detach()[matched].sum()),
         "wra_pos_count": float(matched.sum()),

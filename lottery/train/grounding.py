@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lottery.data.captions import COLOUR_WORDS, RELATION_WORDS, SHAPE_WORDS
+from lottery.tasks.downstream.ties import expected_correct
 from lottery.tasks.masking import mask_regions
 from lottery.tasks.packing import pack, region_positions, unpack_outputs
 from lottery.tasks.wra import ot_distance
@@ -77,8 +78,7 @@ def grounded_mlm(model: nn.Module, batches: Sequence[list], tokenizer) -> dict[s
             selected = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True)
             labels = torch.nn.utils.rnn.pad_sequence(originals, batch_first=True)[selected]
             for variant, hidden in (("image", with_image), ("text", text_only)):
-                predicted = model.cls(hidden[selected]).argmax(-1)
-                correct[f"{kind}_{variant}"] += int((predicted == labels).sum())
+                correct[f"{kind}_{variant}"] += expected_correct(model.cls(hidden[selected]), labels)
             counts[kind] += int(selected.sum())
     return {f"mlm_{key}_acc": correct[key] / max(1, counts[key.split("_")[0]]) for key in correct}
 
@@ -90,7 +90,7 @@ def _encode(model: nn.Module, packed: dict[str, Tensor]) -> Tensor:
 @torch.no_grad()
 def itm_and_wra(model: nn.Module, batches: Sequence[list]) -> dict[str, float]:
     """ITM accuracy over every example with its own image and with the next example's, and WRA costs."""
-    correct = total = 0
+    correct, total = 0.0, 0
     distances: dict[bool, list[Tensor]] = {True: [], False: []}
     for batch in batches:
         if len(batch) < 2:
@@ -100,7 +100,7 @@ def itm_and_wra(model: nn.Module, batches: Sequence[list]) -> dict[str, float]:
             packed = pack([_ids(ex) for ex in batch], [ex.feat for ex in images], [ex.box for ex in images])
             sequence = _encode(model, packed)
             logits = model.itm_output(model.uniter.pooler(sequence))
-            correct += int((logits.argmax(-1) == int(matched)).sum())
+            correct += expected_correct(logits, torch.full((len(batch),), int(matched)))
             total += len(batch)
             txt_lens = torch.tensor([len(ex.input_ids) for ex in batch])
             num_regions = torch.tensor([len(ex.feat) for ex in images])

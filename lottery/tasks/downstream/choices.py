@@ -4,6 +4,7 @@ VCR scores the four answers to a question (Q->A) and the four rationales given t
 (QA->R), each candidate as `[CLS] question [SEP] candidate [SEP]` with the image, as UNITER does.
 Retrieval trains like ITM with in-batch negatives (each caption against its image and `negatives`
 other images of the batch) and is evaluated on the full caption x image score matrix (R@1/5/10).
+Both score ties at their expectation under random tie-breaking (`metrics.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.nn import functional as F
 from lottery.tasks.downstream.common import Batch, TaskContext, encode, pack_pairs, stats
 from lottery.tasks.downstream.examples import TaskExample
 from lottery.tasks.downstream.metrics import retrieval_recalls, vcr_accuracies
+from lottery.tasks.downstream.ties import Tied, tied_argmax
 
 
 def scores(model: nn.Module, batch: Batch) -> Tensor:
@@ -54,12 +56,13 @@ class Vcr:
         loss = self.loss_from(self.outputs(model, batch), batch)
         return loss, stats(loss, len(batch["answer_label"]))
 
-    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[tuple[int, int]]:
+    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[tuple[Tied, Tied]]:
+        """(tied answers, tied rationales) per question."""
         grouped = self.outputs(model, batch)
-        return list(zip(grouped[:, 0].argmax(-1).tolist(), grouped[:, 1].argmax(-1).tolist(), strict=True))
+        return list(zip(tied_argmax(grouped[:, 0]), tied_argmax(grouped[:, 1]), strict=True))
 
     def metric(
-        self, predictions: Sequence[tuple[int, int]], examples: Sequence[TaskExample]
+        self, predictions: Sequence[tuple[Tied | int, Tied | int]], examples: Sequence[TaskExample]
     ) -> dict[str, float]:
         return vcr_accuracies(
             [p[0] for p in predictions],

@@ -3,6 +3,7 @@
 VQA trains on the annotators' soft scores with binary cross-entropy (scaled by the number of answers,
 as UNITER does) and is scored by the VQA score; GQA and SNLI-VE use cross-entropy and accuracy. An
 answer outside the train vocabulary cannot be predicted: it is ignored by the loss and counts as wrong.
+A prediction is every answer tied for the best logit, which the metric scores at its expectation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch.nn import functional as F
 from lottery.tasks.downstream.common import Batch, TaskContext, encode, pack_pairs, stats
 from lottery.tasks.downstream.examples import TaskExample
 from lottery.tasks.downstream.metrics import accuracy, vqa_score
+from lottery.tasks.downstream.ties import Tied, tied_argmax
 
 SNLI_LABELS = ("entailment", "neutral", "contradiction")
 
@@ -61,11 +63,10 @@ class Classify:
             loss = logits.sum() * 0.0  # no answer of this batch is in the vocabulary
         return loss
 
-    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[str]:
-        labels = self.labels(ctx)
-        return [labels[i] for i in self.outputs(model, batch).argmax(dim=-1).tolist()]
+    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[Tied]:
+        return tied_argmax(self.outputs(model, batch), self.labels(ctx))
 
-    def metric(self, predictions: Sequence[str], examples: Sequence[TaskExample]) -> dict[str, float]:
+    def metric(self, predictions: Sequence[Tied | str], examples: Sequence[TaskExample]) -> dict[str, float]:
         if self.name == "vqa":
             return {"vqa_score": vqa_score(predictions, [e.fields["answers"] for e in examples])}
         key = "label" if self.name == "snli-ve" else "answer"

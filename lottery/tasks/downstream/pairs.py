@@ -1,7 +1,8 @@
 """NLVR2: the statement with each of its two images (two passes), pooled outputs joined, true / false.
 
 This is UNITER's "pair" setup: both passes share the transformer; the head reads [pooled_left;
-pooled_right] (2H) and predicts the label with cross-entropy.
+pooled_right] (2H) and predicts the label with cross-entropy; a prediction is every label tied for
+the best logit (both, for a constant model: accuracy 0.5, not the share of false statements).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 from lottery.tasks.downstream.common import Batch, TaskContext, encode, pack_pairs, stats
 from lottery.tasks.downstream.examples import TaskExample
 from lottery.tasks.downstream.metrics import accuracy
+from lottery.tasks.downstream.ties import Tied, tied_argmax
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,8 @@ class ImagePairs:
         loss = self.loss_from(self.outputs(model, batch), batch)
         return loss, stats(loss, len(batch["targets"]))
 
-    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[bool]:
-        return [bool(i) for i in self.outputs(model, batch).argmax(dim=-1).tolist()]
+    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[Tied]:
+        return tied_argmax(self.outputs(model, batch), (False, True))
 
-    def metric(self, predictions: Sequence[bool], examples: Sequence[TaskExample]) -> dict[str, float]:
+    def metric(self, predictions: Sequence[Tied | bool], examples: Sequence[TaskExample]) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, [bool(e.fields["label"]) for e in examples])}

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from lottery.tasks.downstream.common import Batch, TaskContext, encode, pack_pairs, stats
 from lottery.tasks.downstream.examples import TaskExample
 from lottery.tasks.downstream.metrics import accuracy
+from lottery.tasks.downstream.ties import Tied, tied_argmax
 from lottery.tasks.packing import unpack_outputs
 
 
@@ -62,9 +63,20 @@ class ReferringExpressions:
         loss = self.loss_from(self.outputs(model, batch), batch)
         return loss, stats(loss, len(batch["targets"]))
 
-    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[bool]:
-        """Whether the best-scored region is the target (a box target is resolved in `collate`)."""
-        return (self.outputs(model, batch).argmax(dim=-1) == batch["targets"]).tolist()
+    def predict(self, model: nn.Module, batch: Batch, ctx: TaskContext) -> list[Tied]:
+        """For each region tied for the best score, whether it is the target.
 
-    def metric(self, predictions: Sequence[bool], examples: Sequence[TaskExample]) -> dict[str, float]:
+        The target is resolved in `collate` (a box needs the image's regions), so the metric, which
+        only sees the examples, gets hit flags. Only an image's own regions compete: its finite padding
+        score would tie with (or beat) the regions of a constant model scoring as low.
+        """
+        region_scores = self.outputs(model, batch).cpu()
+        counts, targets = batch["num_regions"].tolist(), batch["targets"].tolist()
+        predictions = []
+        for row, count, target in zip(region_scores, counts, targets, strict=True):
+            (tied,) = tied_argmax(row[None, :count])
+            predictions.append(Tied(tuple(region == target for region in tied.labels)))
+        return predictions
+
+    def metric(self, predictions: Sequence[Tied | bool], examples: Sequence[TaskExample]) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, [True] * len(examples))}
