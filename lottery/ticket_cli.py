@@ -134,7 +134,9 @@ def add_ticket_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cut.add_argument("--alias", default=None, help="alias to point at the new ticket, e.g. uniter-mini/s60")
 
-    show = command("show", _cmd_show, "metadata and per-layer sparsity of a ticket")
+    show = command(
+        "show", _cmd_show, "metadata and per-tensor sparsity of a ticket; flags tensors pruned >= 99%%"
+    )
     show.add_argument("ref", help="ticket id, unique id prefix or alias")
 
     command("list", _cmd_list, "every ticket of the store")

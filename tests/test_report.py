@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lottery.cli import main
 from lottery.report.collect import PRIMARY, collect, dense_scores
 from lottery.report.paper import mean_percent
 from lottery.report.render import markdown
+from lottery.sparsity.maskset import MaskSet
+from lottery.tickets import TicketMeta, TicketStore
 
 
 def _write(
@@ -24,10 +27,12 @@ def _write(
     tasks=(),
     init="theta0",
     chance: float | None = None,
+    ticket_id: str = "x" * 64,
+    store: str | None = None,
 ) -> None:
     metric = PRIMARY[task]
     meta = (
-        None if method is None else {"id": "x" * 64, "method": method, "tasks": list(tasks), "imp_round": 6}
+        None if method is None else {"id": ticket_id, "method": method, "tasks": list(tasks), "imp_round": 6}
     )
     record = {
         "task": task,
@@ -40,6 +45,8 @@ def _write(
     }
     if chance is not None:
         record["chance"] = {metric: chance}
+    if store is not None:
+        record["config"] = {"store": store}
     (root / name).mkdir(parents=True)
     (root / name / "metrics.json").write_text(json.dumps(record))
 
@@ -106,3 +113,78 @@ def test_a_dense_score_of_zero_gives_no_percentages_and_no_crash(tmp_path):
     _write(tmp_path, "b", "vcr", 0.03, chance=0.0625, sparsity=0.6, method="imp", tasks=("itm",))
     main(["report", str(tmp_path), "--out", str(tmp_path / "out")])
     assert "| imp | 60% | 0.030 | - |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _ticket(store: Path, pooler_pruned: int) -> str:
+    """A ticket of a 10x10 encoder tensor (60 pruned) and a 4x5 pooler (`pooler_pruned` of 20 pruned)."""
+    encoder, pooler = torch.ones(100, dtype=torch.bool), torch.ones(20, dtype=torch.bool)
+    encoder[:60], pooler[:pooler_pruned] = False, False
+    masks = MaskSet({"enc.layer.0.weight": encoder.view(10, 10), "pooler.weight": pooler.view(4, 5)}, ("w",))
+    return TicketStore(store).put(masks, TicketMeta(family="uniter", model="tiny", method="imp"))
+
+
+EXPLAIN = (
+    "such a tensor passes on (nearly) its bias alone (a wiped-out pooler makes the pooled output, "
+    "and every answer from it, a constant)"
+)
+
+
+def test_the_report_checks_each_ticket_per_tensor_and_says_which_it_could_not(tmp_path, capsys):
+    store, runs = tmp_path / "store", tmp_path / "runs"
+    wiped, healthy, gone = _ticket(store, 20), _ticket(store, 6), "ab" * 32
+    tasks = ("itm", "mlm")
+    _write(runs, "a", "vqa", 0.60)
+    _write(runs, "b", "nlvr2", 0.80)
+    for name, task in (("c", "vqa"), ("d", "nlvr2")):  # the wiped-out ticket, used twice
+        _write(
+            runs, name, task, 0.3, sparsity=0.67, method="imp", tasks=tasks, ticket_id=wiped, store=str(store)
+        )
+    _write(
+        runs, "e", "vqa", 0.58, sparsity=0.55, method="imp", tasks=tasks, ticket_id=healthy, store=str(store)
+    )
+    _write(
+        runs,
+        "f",
+        "vqa",
+        0.5,
+        sparsity=0.7,
+        method="imp",
+        tasks=tasks,
+        ticket_id=gone,
+        store=str(tmp_path / "gone"),
+    )
+    main(["report", str(runs), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text[text.index("## Tickets: per-tensor sparsity") :].splitlines()
+    assert section[4:] == [
+        "| ticket | used as | method | sparsity | runs | max per-tensor sparsity | wiped out (>= 99%) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {wiped[:12]} | some/alias | imp | 66.67% | 2 | 100.00% (pooler.weight) | **!! pooler.weight 100.00%** |",
+        f"| {healthy[:12]} | some/alias | imp | 55.00% | 1 | 60.00% (enc.layer.0.weight) | none |",
+        f"| {gone[:12]} | some/alias | imp | 70.00% | 1 | not checked | ? |",
+        "",
+        f"- WARNING: ticket {wiped[:12]} wipes out 1 prunable tensor (>= 99% of its weights pruned): "
+        f"pooler.weight 100.00%; {EXPLAIN}",
+        f"- ticket {gone[:12]} was not checked per tensor: store {tmp_path / 'gone'} is gone (no such directory)",
+    ]
+    assert capsys.readouterr().out.startswith(text)  # `lottery report` prints it, warnings included
+    csv_header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
+    assert csv_header.endswith(",chance,ticket_id,store")
+
+
+def test_a_damaged_ticket_in_the_report_names_its_file_and_the_problem(tmp_path):
+    store, runs = tmp_path / "store", tmp_path / "runs"
+    ticket = _ticket(store, 20)
+    path = TicketStore(store).object_path(ticket)
+    path.write_bytes(path.read_bytes()[:-3])
+    _write(runs, "a", "vqa", 0.60)
+    _write(
+        runs, "b", "vqa", 0.3, sparsity=0.67, method="imp", tasks=("itm",), ticket_id=ticket, store=str(store)
+    )
+    main(["report", str(runs), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert f"| {ticket[:12]} | some/alias | imp | 67.00% | 1 | not checked | ? |" in text
+    note = next(
+        line for line in text.splitlines() if line.startswith(f"- ticket {ticket[:12]} was not checked")
+    )
+    assert f"per tensor: {path}: hash check failed" in note and "truncated/unreadable safetensors" in note

@@ -122,9 +122,57 @@ def test_show_prints_metadata_and_per_layer_sparsity(capsys, tmp_path, model_dir
     assert "aliases        t/a" in out
     assert "model          uniter tiny" in out
     assert "sparsity       25.00% (4352 of 17408 pruned)" in out
-    for name in prunable_parameters(from_pretrained(model_dir)):
-        row = next(line for line in out.splitlines() if name in line)
-        assert "25.00%" in row  # layer-wise: every layer at the target
+    # layer-wise: every layer at the target, the first one is the max on the tie
+    assert "max tensor     25.00% (uniter.encoder.layer.0.attention.self.query.weight)" in out
+    for name, param in prunable_parameters(from_pretrained(model_dir)).items():
+        row = next(line for line in out.splitlines() if line.startswith(name))
+        shape, total = "x".join(map(str, param.shape)), param.numel()
+        assert row.split() == [name, shape, str(total * 3 // 4), str(total), "25.00%"]  # no mark
+    assert "!! wiped out" not in out and "WARNING" not in out
+
+
+def test_show_flags_a_tensor_global_magnitude_pruning_wiped_out(capsys, tmp_path) -> None:
+    """The measured failure in small: a pooler on a 20x smaller scale than the encoder goes first."""
+    torch.manual_seed(0)
+    model = UniterForPretraining(TINY)
+    with torch.no_grad():
+        model.uniter.pooler.dense.weight.mul_(0.05)
+    small_pooler = save_pretrained(model, tmp_path / "small-pooler")
+    ticket_id = cut(capsys, tmp_path / "store", small_pooler, "--method", "magnitude", "--sparsity", "0.6")
+    code, out, _ = run(capsys, "show", ticket_id[:8], "--store", str(tmp_path / "store"))
+    assert code == 0
+    lines = out.splitlines()
+    assert "sparsity       60.00% (10445 of 17408 pruned)" in lines
+    assert "max tensor     100.00% (uniter.pooler.dense.weight)" in lines
+    pooler = next(line for line in lines if line.startswith("uniter.pooler.dense.weight"))
+    assert pooler.split() == [
+        "uniter.pooler.dense.weight",
+        "32x32",
+        "0",
+        "1024",
+        "100.00%",
+        "!!",
+        "wiped",
+        "out",
+    ]
+    assert sum("!! wiped out" in line for line in lines) == 1
+    header = next(line for line in lines if line.startswith("parameter"))
+    assert pooler.index("100.00%") + len("100.00%") == header.index("sparsity") + len("sparsity")  # aligned
+    assert lines[-1] == (
+        f"WARNING: ticket {ticket_id[:12]} wipes out 1 prunable tensor (>= 99% of its weights pruned): "
+        "uniter.pooler.dense.weight 100.00%; such a tensor passes on (nearly) its bias alone (a wiped-out "
+        "pooler makes the pooled output, and every answer from it, a constant)"
+    )
+
+
+def test_show_of_a_damaged_ticket_names_the_file_and_the_problem(capsys, tmp_path, model_dir) -> None:
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    path = TicketStore(tmp_path).object_path(ticket_id)
+    path.write_bytes(path.read_bytes()[:-9])
+    code, out, err = run(capsys, "show", ticket_id, "--store", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"lottery ticket show: error: {path}: hash check failed")
+    assert "file truncated/unreadable safetensors" in err and err.count("\n") == 1
 
 
 def test_list_shows_short_ids_aliases_and_sparsity(capsys, tmp_path, model_dir) -> None:

@@ -32,6 +32,8 @@ class Result:
     adversarial: bool
     path: str
     chance: float | None = None  # the primary metric of the prior / random predictor on the same val set
+    ticket_id: str = ""  # the ticket's full id ("" dense)
+    store: str = ""  # the ticket store the fine-tune read it from, as its config named it ("" = default)
 
     @property
     def variant(self) -> str:
@@ -78,6 +80,8 @@ def collect(run_dirs: list[Path]) -> list[Result]:
                         adversarial=bool(record.get("adversarial", False)),
                         path=str(path.parent),
                         chance=_chance(record),
+                        ticket_id=str(meta.get("id", "")),
+                        store=str((record.get("config") or {}).get("store", "")) if meta else "",
                     )
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from lottery.report.collect import Result, dense_scores
 from lottery.report.paper import mean_percent, universal_percent_of_dense
+from lottery.report.tickets import check_tickets
+from lottery.report.tickets import markdown as tickets_markdown
 from lottery.tasks.downstream.examples import TASK_NAMES
 
 # chance where it does not depend on the data: 3-way, true/false, and both of VCR's 4-way choices
@@ -173,11 +175,20 @@ def plot_transfer(results: list[Result], out_dir: Path) -> Path | None:
 
 
 def write_report(results: list[Result], out_dir: Path) -> Path:
+    """results.csv, report.md (the tables, then the tickets' per-tensor check) and the figures.
+
+    The tickets' section ends with a warning per ticket that wipes out a tensor or could not be
+    checked: the scores alone would show such a ticket as one that lost the tasks. `lottery report`
+    and the pipeline print report.md, so the warnings reach the terminal too.
+    """
     if not results:
         raise ValueError("no fine-tune results (metrics.json) found under the given run directories")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(results, out_dir / "results.csv")
+    checks = check_tickets(results)
     text = markdown(results)
+    if checks:
+        text += "\n" + tickets_markdown(checks)
     (out_dir / "report.md").write_text(text)
     plot_sparsity(results, out_dir)
     plot_transfer(results, out_dir)

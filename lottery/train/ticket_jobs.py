@@ -119,10 +119,18 @@ def cut_ticket(
 
 
 def show_ticket(store: TicketStore, ref: str) -> None:
-    """Print a ticket's metadata and its per-layer sparsity."""
+    """Print a ticket's metadata, its per-tensor sparsity, and a warning naming wiped-out tensors.
+
+    The overall sparsity alone hides a tensor pruned (nearly) whole, e.g. an untrained pooler that
+    global magnitude pruning takes first; the most pruned tensor is in the metadata, every tensor in
+    the table (flagged `!! wiped out` at >= 99%), and the flagged ones again on the last line.
+    """
+    from lottery.sparsity import health
+
     ticket = store.load(ref)
     masks, meta = ticket.masks, ticket.meta
     aliases = [a for a, target in store.aliases().items() if target == ticket.id]
+    most, most_sparsity = health.max_tensor(masks)
     fields = [
         ("ticket", ticket.id),
         ("file", ticket.source),
@@ -130,6 +138,7 @@ def show_ticket(store: TicketStore, ref: str) -> None:
         ("model", f"{meta.family} {meta.model}"),
         ("method", meta.method),
         ("sparsity", f"{masks.sparsity:.2%} ({masks.total - masks.kept} of {masks.total} pruned)"),
+        ("max tensor", f"{most_sparsity:.2%} ({most})"),
         ("tasks", ", ".join(meta.tasks) or "-"),
         ("IMP round", str(meta.imp_round)),
         ("scope", json.dumps(list(masks.scope))),
@@ -141,12 +150,11 @@ def show_ticket(store: TicketStore, ref: str) -> None:
     for key, value in fields:
         print(f"{key:<{width}}  {value}")
     print()
-    layer = masks.layer_sparsity()
-    rows = [
-        [name, "x".join(map(str, mask.shape)), str(int(mask.sum())), str(mask.numel()), f"{layer[name]:.2%}"]
-        for name, mask in masks.masks.items()
-    ]
-    print_table(["parameter", "shape", "kept", "total", "sparsity"], rows)
+    print(health.render_table(masks))
+    warning = health.warning_text(health.wiped_out(masks), f"ticket {ticket.id[:12]}")
+    if warning:
+        print()
+        print(warning)
 
 
 def list_tickets(store: TicketStore) -> None:
