@@ -111,10 +111,32 @@ def test_init_from_minilm_copies_every_bert_weight_and_ties_the_decoder() -> Non
     weights = {key: value for key, value in bert.items() if key != "embeddings.position_ids"}
     assert len(weights) == 103
     for key, value in weights.items():
-        assert torch.equal(ours["uniter." + key], value), key
+        if key != "pooler.dense.weight":
+            assert torch.equal(ours["uniter." + key], value), key
+    # MiniLM's untrained pooler is scaled onto the encoder's footing, its directions kept
+    torch.testing.assert_close(
+        ours["uniter.pooler.dense.weight"],
+        weights["pooler.dense.weight"] * report.pooler_scale,
+        rtol=1e-6,
+        atol=0,
+    )
     assert model.cls.predictions.decoder.weight is model.uniter.embeddings.word_embeddings.weight
     assert "cls.predictions.transform.dense.weight" in report.initialised
     assert "cls.predictions.decoder.weight" in report.copied
+
+
+def test_an_untrained_pooler_is_brought_to_the_encoders_median_magnitude() -> None:
+    """MiniLM's pooler (median |w| ~6x below the encoder's) would be the first tensor a global cut removes."""
+    from lottery.sparsity.scope import prunable_parameters
+
+    model, report = init_from_bert("minilm")
+    encoder = torch.cat(
+        [p.detach().abs().reshape(-1) for n, p in prunable_parameters(model).items() if ".encoder." in n]
+    )
+    pooler = model.uniter.pooler.dense.weight.detach().abs()
+    assert 5.0 < report.pooler_scale < 6.5
+    assert float(pooler.median()) == pytest.approx(float(encoder.median()), rel=0.02)
+    assert "pooler weight scaled" in report.summary()
 
 
 def as_original_checkpoint(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -316,6 +338,7 @@ def test_init_from_a_bert_for_pretraining_folder_copies_prefixed_keys_and_the_ml
         atol=0,
     )
     assert "cls.seq_relationship.weight" in report.skipped
+    assert report.pooler_scale == 1.0  # a BERT whose pooler has the encoder's scale keeps it as it is
     assert not any(
         key.startswith(("uniter.embeddings.", "uniter.encoder.", "cls.")) for key in report.initialised
     )

@@ -40,11 +40,17 @@ class InitReport:
     copied: tuple[str, ...]
     initialised: tuple[str, ...]
     skipped: tuple[str, ...]
+    pooler_scale: float = 1.0  # the factor an untrained pooler was brought to the encoder's scale by
 
     def summary(self) -> str:
+        rescaled = (
+            f"; pooler weight scaled x{self.pooler_scale:.2f} to the encoder's scale (it was never trained)"
+            if self.pooler_scale != 1.0
+            else ""
+        )
         return (
             f"{self.source}: copied {len(self.copied)} tensors from BERT, initialised {len(self.initialised)} "
-            f"({', '.join(self.initialised)}), skipped BERT keys {list(self.skipped)}"
+            f"({', '.join(self.initialised)}), skipped BERT keys {list(self.skipped)}{rescaled}"
         )
 
 
@@ -151,11 +157,42 @@ def init_from_bert(
 
     model.load_state_dict(state, strict=False)
     model.tie_weights()
+    pooler_scale = match_untrained_pooler(model)
     copied = set(state) | {alias for alias, owner in TIED_WEIGHTS.items() if owner in state}
     report = InitReport(
         source=folder,
         copied=tuple(sorted(copied)),
         initialised=tuple(key for key in model.state_dict() if key not in copied),
         skipped=tuple(sorted(skipped)),
+        pooler_scale=pooler_scale,
     )
     return model, report
+
+
+# A pooler whose weights are this much smaller than the encoder's was never trained (MiniLM: median
+# |w| 0.006 against 0.035); pre-trained BERT poolers sit at the encoder's scale.
+UNTRAINED_POOLER_RATIO = 0.5
+
+
+@torch.no_grad()
+def match_untrained_pooler(model: UniterForPretraining) -> float:
+    """Scale an untrained pooler's weight so its median |w| is the encoder's; returns the factor (1.0: kept).
+
+    Why: global magnitude pruning ranks every prunable weight on one scale, and a tensor 4x smaller
+    than the rest is removed first. MiniLM's pooler (sentence-transformers pool by mean, so it was
+    never trained) was cut 99.5% at 50% sparsity and wholly at 60%, which makes the pooled output, and
+    every head on it, a constant. Scaling keeps its directions and puts it on the encoder's footing
+    for a magnitude ranking (the median, since that is where a global cut falls); pre-training then
+    trains it like the rest.
+    """
+    from lottery.sparsity.scope import prunable_parameters
+
+    pooler = model.uniter.pooler.dense.weight
+    encoder = [p for name, p in prunable_parameters(model).items() if ".encoder." in name]
+    encoder_median = float(torch.cat([p.detach().float().abs().reshape(-1) for p in encoder]).median())
+    pooler_median = float(pooler.detach().float().abs().median())
+    if pooler_median <= 0 or pooler_median >= UNTRAINED_POOLER_RATIO * encoder_median:
+        return 1.0
+    scale = encoder_median / pooler_median
+    pooler.mul_(scale)
+    return scale
