@@ -142,7 +142,7 @@ def worker(mode: str, stage: int, steps: int, blocks: int, out: Path) -> None:
         engine = _engine(model, stage)
         params = dict(engine.module.named_parameters())
         dense_masks = MaskSet.dense({n: parameter_shape(params[n]) for n in names})
-        pieces = engine_pieces(engine.module, dense_masks)
+        pieces = engine_pieces(engine, dense_masks)
         masks = gather_masks(pieces, prune_pieces(pieces, "magnitude", 0.6), dense_masks)
         _timed_steps(engine, task, batches[:2], None)  # warm-up
         dense, masked = [], []
@@ -173,7 +173,7 @@ def _threshold_costs(engine, masks) -> dict:
     k = round(0.6 * masks.total)
     with PeakRss() as ours_rss:
         start = time.perf_counter()
-        pieces = engine_pieces(engine.module, masks)
+        pieces = engine_pieces(engine, masks)
         ours = kth_smallest([p.weights.abs() for p in pieces], k)
         ours_s = time.perf_counter() - start
     del pieces

@@ -271,15 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# exit codes: 2 = bad input (config, ticket), 3 = a run that failed its own proof (a revived mask)
+EXIT_BAD_INPUT, EXIT_MASK_VIOLATED = 2, 3
+
+
 def main(argv: list[str] | None = None) -> None:
     from lottery.config import ConfigError
+    from lottery.sparsity.enforce import MaskViolation
+    from lottery.tickets.format import TicketError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except ConfigError as err:
         print(f"lottery: config error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except TicketError as err:
+        print(f"lottery: ticket refused: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except MaskViolation as err:
+        print(f"lottery: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_MASK_VIOLATED) from None
 
 
 if __name__ == "__main__":

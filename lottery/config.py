@@ -125,12 +125,18 @@ class SparsityConfig:
 
     ``ticket``: an id, unique id prefix or alias in ``store`` (empty: train dense).
     ``store``: the ticket store directory (empty: ``$LOTTERY_TICKET_STORE`` or ``tickets/``).
-    ``verify_every``: every N steps, check on every rank that no pruned weight has moved (0: never).
+    ``scope``: the prunable scope (full-match regexes) the run expects; empty takes the ticket's own
+    scope (any ticket cut with ``lottery ticket cut --scope`` trains), and the model's fingerprint is
+    checked under it either way.
+    ``verify_every``: every N steps, check on every rank that no pruned entry of the weights, fp32
+    masters or Adam moments has moved. The check also runs at every checkpoint and at the run's end,
+    whatever N (0: only there), so a revived mask stops the run before any ticket or model is written.
     """
 
     ticket: str = ""
     store: str = ""
-    verify_every: int = 0
+    scope: tuple[str, ...] = ()
+    verify_every: int = 100
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,8 @@ class ImpSettings:
     distance to the previous draw (0: off); ``early_bird_threshold``: end the round once that distance,
     as a fraction of the prunable weights, is below it (0: never).
     ``publish``: sparsity -> alias, put into ``store`` when the run ends (e.g. ``{0.6: uniter-mini/pretrain/s60}``).
+    ``scope``: the prunable scope, full-match regexes over parameter names (empty: the BERT-tickets
+    scope, encoder Q/K/V, attention output, FFN in/out and the pooler); recorded in every ticket.
     """
 
     method: str = "imp"
@@ -176,6 +184,7 @@ class ImpSettings:
     early_bird_threshold: float = 0.0
     publish: dict[float, str] = field(default_factory=dict)
     store: str = ""
+    scope: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,7 +263,8 @@ class FinetuneConfig:
     init_seed: int = 0
     ticket: str = "dense"
     store: str = ""
-    verify_every: int = 0
+    scope: tuple[str, ...] = ()  # as sparsity.scope: empty takes the ticket's own
+    verify_every: int = 100  # as sparsity.verify_every (checks also run at the end)
     save_model: bool = True
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     data: FinetuneData = field(default_factory=FinetuneData)

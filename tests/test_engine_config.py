@@ -6,15 +6,33 @@ from lottery.config import ConfigError, load_config
 from lottery.train.engine import build_ds_config, linear_warmup_decay, resolve_precision
 
 
-def test_auto_precision_is_bf16_on_a_bf16_gpu_and_fp32_on_cpu():
-    assert resolve_precision("auto", cuda=True, bf16_supported=True) == "bf16"
-    assert resolve_precision("auto", cuda=True, bf16_supported=False) == "fp32"
-    assert resolve_precision("auto", cuda=False, bf16_supported=False) == "fp32"
+def test_auto_precision_is_bf16_on_a_bf16_gpu_and_fp32_elsewhere():
+    assert resolve_precision("auto", cuda=True, bf16_supported=True, fp16_supported=True) == "bf16"
+    assert resolve_precision("auto", cuda=True, bf16_supported=False, fp16_supported=True) == "fp32"
+    assert resolve_precision("auto", cuda=False, bf16_supported=True, fp16_supported=False) == "fp32"
 
 
-def test_bf16_on_cpu_is_refused_not_faked():
-    with pytest.raises(ConfigError, match="bf16"):
-        resolve_precision("bf16", cuda=False, bf16_supported=False)
+def test_bf16_and_fp16_may_be_asked_for_on_a_cpu_that_runs_them():
+    """The CPU reaches the GPU's optimizer wrappers this way (FP16_UnfusedOptimizer at stage 0 ...)."""
+    assert resolve_precision("bf16", cuda=False, bf16_supported=True, fp16_supported=False) == "bf16"
+    assert resolve_precision("fp16", cuda=False, bf16_supported=True, fp16_supported=True) == "fp16"
+
+
+def test_a_precision_the_device_cannot_run_is_refused_not_faked():
+    with pytest.raises(ConfigError, match="bf16: this device has no bf16"):
+        resolve_precision("bf16", cuda=True, bf16_supported=False, fp16_supported=True)
+    with pytest.raises(ConfigError, match="fp16: this CPU"):
+        resolve_precision("fp16", cuda=False, bf16_supported=True, fp16_supported=False)
+    with pytest.raises(ConfigError, match="choose one of"):
+        resolve_precision("fp8", cuda=True, bf16_supported=True, fp16_supported=True)
+
+
+def test_fp16_gets_dynamic_loss_scaling():
+    config = load_config("pretrain-uniter-mini", ["train.zero_stage=0"])
+    ds = build_ds_config(config.train, config.optim, "fp16")
+    assert ds["fp16"]["enabled"] is True
+    assert ds["fp16"]["loss_scale"] == 0  # 0 = dynamic in DeepSpeed
+    assert ds["bf16"] == {"enabled": False}
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])

@@ -60,7 +60,9 @@ def theta0_model(cache: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("zero", "extra"), [(3, ()), (2, ("--adversarial",))], ids=["zero3", "zero2-adversarial"]
+    ("zero", "extra"),
+    [(3, ()), (2, ("--adversarial",)), (0, ("train.precision=bf16",))],
+    ids=["zero3", "zero2-adversarial", "zero0-bf16"],
 )
 def test_a_60_percent_ticket_stays_exactly_zero_in_the_saved_model(
     tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache, zero, extra
@@ -82,7 +84,8 @@ def test_a_60_percent_ticket_stays_exactly_zero_in_the_saved_model(
     assert "training under ticket" in proc.stdout and "nlvr2 val: accuracy=" in proc.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["adversarial"] == bool(extra) and metrics["world_size"] == 2
+    assert metrics["adversarial"] == ("--adversarial" in extra) and metrics["world_size"] == 2
+    assert metrics["precision"] == ("bf16" if "train.precision=bf16" in extra else "fp32")
     assert metrics["ticket_meta"]["id"] == TicketStore(store).resolve("mini/s60")
     assert metrics["ticket_meta"]["method"] == "magnitude" and abs(metrics["sparsity"] - 0.6) < 1e-6
     masks = TicketStore(store).load("mini/s60").masks

@@ -1,47 +1,43 @@
-"""Keep pruned weights at exactly 0.0 on a DeepSpeed engine, under ZeRO 0, 1, 2 and 3 (and offload).
+"""Keep pruned weights at exactly 0.0 on a DeepSpeed engine, under ZeRO 0-3 (and offload), fp32/bf16/fp16.
 
 Zeroing weights once is not enough: AdamW moves a weight whose gradient or moments are non-zero, and
-under ZeRO the optimizer updates an fp32 master that overwrites the module weight after each step.
-So, measured on DeepSpeed 0.19.8 (see DESIGN.md), the enforcer:
-- at install (and at every mask change), zeroes the pruned entries of the module weight, the fp32
-  master and the optimizer moments;
-- before every optimizer step, zeroes the pruned entries of the gradient, so that clipping sees the
-  sparse gradient and Adam's update there is 0/(0 + eps) = 0 and decoupled weight decay scales 0.
+the optimizer updates an fp32 master that is copied into the module after each step. So the enforcer:
+- at install (and at every mask change) zeroes the pruned entries of every copy the engine keeps on
+  this rank: working weight, fp32 master and Adam moments (`slots.py` knows where each wrapper keeps
+  them);
+- masks every gradient before the optimizer sees it, so that clipping sees the sparse gradient and
+  Adam's update there is 0 / (0 + eps) = 0 and decoupled weight decay scales 0.
 
 Where the gradient is reachable differs by stage. ZeRO 0-2 keep whole weights on every rank, and a
-tensor hook masks each gradient as autograd produces it, before DeepSpeed reduces or accumulates it.
-ZeRO-3 gradients are reduce-scattered into partitions inside backward, so `before_step` masks each
-rank's own partition between `backward` and `step`; nothing gathers a parameter.
+tensor hook masks each gradient as autograd produces it, before DeepSpeed reduces, unscales or
+accumulates it (also into a bf16/fp16 wrapper's fp32 twin). ZeRO-3 gradients are reduce-scattered into
+partitions inside backward, so `before_step` masks each rank's own partition between `backward` and
+`step`; nothing gathers a parameter. The masks are kept on the device and in the dtype of the tensor
+they multiply (offload puts the master on the CPU and the working weight on the GPU).
+
+`verify_pruned` is the proof: it counts, on every rank, pruned entries that are not 0.0 in any copy.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
-from deepspeed.utils import (
-    safe_get_full_fp32_param,
-    safe_get_full_optimizer_state,
-    safe_get_local_fp32_param,
-    safe_get_local_grad,
-    safe_get_local_optimizer_state,
-    safe_set_full_fp32_param,
-    safe_set_full_optimizer_state,
-    safe_set_local_fp32_param,
-    safe_set_local_grad,
-    safe_set_local_optimizer_state,
-)
-from torch import Tensor, nn
+from torch import Tensor
 
 from lottery import dist
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.partition import is_partitioned, owned_range
+from lottery.sparsity.slots import pruned_nonzero_counts, wrapper_name, zero_pruned
 
-MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
+# Test switch: "1" makes the enforcer leave gradients unmasked, as a broken enforcer would, so tests can
+# show that the default verification stops the run before any ticket is written. Never set it otherwise.
+BREAK_ENV = "LOTTERY_TEST_BREAK_ENFORCER"
 
 
-class MaskViolation(AssertionError):
-    """A pruned weight is not exactly 0.0 somewhere (module weight, fp32 master)."""
+class MaskViolation(RuntimeError):
+    """A pruned weight is not exactly 0.0 in some copy (module weight, fp32 master, Adam moment)."""
 
 
 class MaskEnforcer:
@@ -54,120 +50,105 @@ class MaskEnforcer:
         if missing:
             raise KeyError(f"mask names parameters the model does not have: {missing[:5]}")
         self.partitioned = any(is_partitioned(self.params[n]) for n in masks.masks)
+        self.broken = os.environ.get(BREAK_ENV) == "1"
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._local: dict[str, Tensor] = {}  # the mask over what this rank holds, in the weight's dtype
+        self._flat: dict[str, Tensor] = {}  # name -> the flattened full bool mask (CPU)
+        self._device_masks: dict[tuple, Tensor] = {}  # (name, device, dtype, range) -> mask slice there
         self.masks = masks
         self.install(masks)
 
     def install(self, masks: MaskSet) -> None:
-        """Make `masks` the enforced mask (it may prune more than the current one); collective."""
+        """Make `masks` the enforced mask (it may prune more than the current one); not collective."""
         self.masks = masks
+        self._flat = {name: mask.reshape(-1) for name, mask in masks.masks.items()}
+        self._device_masks.clear()
         for name, mask in masks.masks.items():
-            param = self.params[name]
-            if is_partitioned(param):
-                self._local[name] = _partition_mask(param, mask)
-                self._zero_partition(param, self._local[name])
-            else:
-                self._local[name] = mask.to(device=param.device, dtype=param.dtype)
-                self._zero_replicated(param, self._local[name])
-        if not self.partitioned and not self._hooks:
+            zero_pruned(self.engine, self.params[name], mask)
+        if not self.partitioned and not self._hooks and not self.broken:
             self._hooks = [self.params[n].register_hook(self._grad_hook(n)) for n in masks.masks]
 
-    def _grad_hook(self, name: str) -> Callable[[Tensor], Tensor]:
-        local = self._local
+    def mask_like(self, name: str, tensor: Tensor, start: int = 0) -> Tensor:
+        """`name`'s mask over flattened entries [start, start + tensor.numel()), on `tensor`'s device
+        and in its dtype, converted once and then reused (the per-step path)."""
+        key = (name, tensor.device, tensor.dtype, start, tensor.numel())
+        local = self._device_masks.get(key)
+        if local is None:
+            flat = self._flat[name].narrow(0, start, tensor.numel())
+            local = flat.to(device=tensor.device, dtype=tensor.dtype).view(tensor.shape)
+            self._device_masks[key] = local
+        return local
 
+    def _grad_hook(self, name: str) -> Callable[[Tensor], Tensor]:
         def mask_gradient(grad: Tensor) -> Tensor:
-            return grad * local[name]
+            return grad * self.mask_like(name, grad)
 
         return mask_gradient
 
     def before_step(self) -> None:
         """Mask this rank's gradient partitions (ZeRO-3) at an accumulation boundary; a no-op otherwise."""
-        if not self.partitioned or not self.engine.is_gradient_accumulation_boundary():
+        if self.broken or not self.partitioned or not self.engine.is_gradient_accumulation_boundary():
             return
-        for name, local in self._local.items():
+        from deepspeed.utils import safe_get_local_grad, safe_set_local_grad
+
+        for name in self._flat:
             param = self.params[name]
             grad = safe_get_local_grad(param)
             if grad is not None:
-                safe_set_local_grad(param, grad * local.to(grad.dtype))
+                safe_set_local_grad(param, grad * self._partition_mask(name, grad))
+
+    def _partition_mask(self, name: str, grad: Tensor) -> Tensor:
+        """The mask over this rank's ZeRO-3 gradient partition, its padding past the parameter left 1."""
+        key = (name, "partition", grad.device, grad.dtype, grad.numel())
+        local = self._device_masks.get(key)
+        if local is None:
+            start, length = owned_range(self.params[name], self._flat[name].numel())
+            local = torch.ones(grad.numel(), dtype=grad.dtype, device=grad.device)
+            local[:length] = self._flat[name].narrow(0, start, length).to(local)
+            local = local.view(grad.shape)
+            self._device_masks[key] = local
+        return local
 
     def remove(self) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
 
-    @torch.no_grad()
-    def _zero_replicated(self, param: nn.Parameter, mask: Tensor) -> None:
-        param.data.mul_(mask)
-        if hasattr(
-            param, "_hp_mapping"
-        ):  # ZeRO 1-2 or bf16: a separate fp32 master (None on ranks without a fragment)
-            safe_set_full_fp32_param(param, safe_get_full_fp32_param(param) * mask.float())
-            for key in self._moment_keys():
-                state = safe_get_full_optimizer_state(param, key)
-                if state is not None:
-                    safe_set_full_optimizer_state(param, state * mask.to(state.dtype), key)
-            return
-        state = getattr(self.engine.optimizer, "state", {}).get(param, {})  # stage 0: a torch optimizer
-        for key in MOMENT_KEYS:
-            if key in state:
-                state[key].mul_(mask.to(state[key].dtype))
 
-    @torch.no_grad()
-    def _zero_partition(self, param: nn.Parameter, local: Tensor) -> None:
-        param.ds_tensor.data.mul_(local.to(param.ds_tensor.dtype))
-        master = safe_get_local_fp32_param(param)
-        safe_set_local_fp32_param(param, master * local.to(master.dtype))
-        for key in self._moment_keys():
-            state = safe_get_local_optimizer_state(param, key)
-            safe_set_local_optimizer_state(param, state * local.to(state.dtype), key)
+def pruned_nonzeros(engine, masks: MaskSet) -> dict[str, dict[str, int]]:
+    """name -> {where: pruned entries not exactly 0.0}, summed over ranks; collective.
 
-    def _moment_keys(self) -> tuple[str, ...]:
-        """The Adam moment keys once the optimizer has state (it has none before its first step)."""
-        inner = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
-        states = getattr(inner, "state", {})
-        if not states:
-            return ()
-        first = next(iter(states.values()))
-        return tuple(k for k in MOMENT_KEYS if k in first)
-
-
-def _partition_mask(param: nn.Parameter, mask: Tensor) -> Tensor:
-    """The mask over this rank's ZeRO-3 partition; its padding entries are left alone (True)."""
-    start, length = owned_range(param, mask.numel())
-    local = torch.ones(param.ds_tensor.ds_numel, dtype=param.ds_tensor.dtype, device=param.ds_tensor.device)
-    local[:length] = mask.reshape(-1)[start : start + length].to(local)
-    return local
-
-
-@torch.no_grad()
-def pruned_nonzeros(engine, masks: MaskSet) -> dict[str, int]:
-    """name -> number of pruned entries that are not exactly 0.0, over all ranks; collective.
-
-    Checks the module weight (ZeRO-3: the rank's working partition) and the fp32 master.
+    `where` is each copy the engine keeps: ``weight``, ``master``, ``exp_avg``, ``exp_avg_sq``.
     """
     params = dict(engine.module.named_parameters())
-    counts = []
+    wheres = ("weight", "master", "exp_avg", "exp_avg_sq")
+    local = []
     for name, mask in masks.masks.items():
-        param = params[name]
-        if is_partitioned(param):
-            start, length = owned_range(param, mask.numel())
-            pruned = ~mask.reshape(-1)[start : start + length]
-            working = param.ds_tensor.reshape(-1)[:length].cpu()
-            master = safe_get_local_fp32_param(param).reshape(-1)[:length].cpu()
-            counts.append(int((working[pruned] != 0).sum()) + int((master[pruned] != 0).sum()))
-        else:
-            pruned = ~mask.to(param.device)
-            bad = int((param.detach()[pruned] != 0).sum())
-            if hasattr(param, "_hp_mapping"):
-                bad += int((safe_get_full_fp32_param(param)[pruned] != 0).sum())
-            counts.append(bad if dist.rank() == 0 else 0)  # replicated: count one copy
-    total = dist.all_reduce_tensor(torch.tensor(counts, dtype=torch.long))
-    return dict(zip(masks.masks, total.tolist(), strict=True))
+        counts = pruned_nonzero_counts(engine, params[name], mask)
+        local.append([counts.get(w, 0) for w in wheres])
+    total = dist.all_reduce_tensor(torch.tensor(local, dtype=torch.long).reshape(-1, len(wheres)))
+    return {
+        name: {w: int(c) for w, c in zip(wheres, row.tolist(), strict=True) if c}
+        for name, row in zip(masks.masks, total, strict=True)
+    }
 
 
-def verify_pruned(engine, masks: MaskSet) -> None:
-    """Raise MaskViolation naming the parameters whose pruned entries are not 0.0; collective."""
-    bad = {name: count for name, count in pruned_nonzeros(engine, masks).items() if count}
-    if bad:
-        raise MaskViolation(f"pruned weights revived (non-zero count per parameter): {bad}")
+def verify_pruned(engine, masks: MaskSet, when: str = "") -> None:
+    """Raise MaskViolation naming each parameter whose pruned entries are not all 0.0; collective.
+
+    Every rank raises the same error (the counts are all-reduced), so no rank waits for a failed peer.
+    """
+    bad = {name: where for name, where in pruned_nonzeros(engine, masks).items() if where}
+    if not bad:
+        return
+    total = sum(sum(where.values()) for where in bad.values())
+    first = next(iter(bad))
+    details = "; ".join(
+        f"{name}: " + ", ".join(f"{count} in {where}" for where, count in where_counts.items())
+        for name, where_counts in list(bad.items())[:4]
+    )
+    more = f" (+{len(bad) - 4} more parameters)" if len(bad) > 4 else ""
+    raise MaskViolation(
+        f"mask violated{' ' + when if when else ''}: {total} pruned entries are not 0.0 in {len(bad)} "
+        f"parameter(s), first {first} (optimizer {wrapper_name(engine)}): {details}{more}; the ticket "
+        "would be wrong, so the run stops before writing one"
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from deepspeed.utils import safe_get_full_fp32_param, safe_get_local_fp32_param
+from deepspeed.utils import safe_get_local_fp32_param
 from torch import Tensor, nn
 
 from lottery import dist
@@ -33,20 +33,15 @@ def owned_range(param: nn.Parameter, numel: int) -> tuple[int, int]:
     return start, max(0, min(per_rank, numel - start))
 
 
-def fp32_weight(param: nn.Parameter) -> Tensor:
-    """The full fp32 master value of a replicated (ZeRO 0-2) parameter.
+def engine_pieces(engine, masks: MaskSet) -> list[Piece]:
+    """This rank's `Piece` of every parameter of `masks`, read from its fp32 master; collective.
 
-    Under fp32 training the module weight is the master (and at stage 0 DeepSpeed's fp32 accessor
-    does not track it); under bf16 the master lives in the optimizer's fp32 partitions.
+    The master, not the module weight: under bf16/fp16 the module holds a rounded copy, and scores
+    read from it would rank weights by their rounding.
     """
-    if param.dtype == torch.float32 or not hasattr(param, "_hp_mapping"):
-        return param.detach().float()
-    return safe_get_full_fp32_param(param)  # collective under ZeRO 1-2
+    from lottery.sparsity.slots import full_master  # slots.py builds on this module
 
-
-def engine_pieces(module: nn.Module, masks: MaskSet) -> list[Piece]:
-    """This rank's `Piece` of every parameter of `masks`, read from its fp32 master; collective."""
-    params = dict(module.named_parameters())
+    params = dict(engine.module.named_parameters())
     pieces = []
     for index, (name, mask) in enumerate(masks.masks.items()):
         param = params[name]
@@ -54,9 +49,9 @@ def engine_pieces(module: nn.Module, masks: MaskSet) -> list[Piece]:
         if is_partitioned(param):
             weights = safe_get_local_fp32_param(param).reshape(-1)[:length]
         else:
-            weights = fp32_weight(param).reshape(-1)[start : start + length]
+            weights = full_master(engine, param).reshape(-1)[start : start + length]
         kept = mask.reshape(-1)[start : start + length]
-        pieces.append(Piece(index, name, tuple(mask.shape), start, weights.detach().cpu(), kept))
+        pieces.append(Piece(index, name, tuple(mask.shape), start, weights.detach().float().cpu(), kept))
     return pieces
 
 

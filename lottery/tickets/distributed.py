@@ -6,7 +6,7 @@ alias being updated; one read broadcast to all ranks is fast and gives every ran
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lottery import dist
@@ -18,7 +18,7 @@ def load_broadcast(
     store_root: str | Path,
     ref: str,
     *,
-    expect_fingerprint: str | None,
+    expect_fingerprint: str | Callable[[tuple[str, ...]], str] | None,
     expect_scope: Sequence[str] | None,
     model_name: str | None = None,
 ) -> Ticket:

@@ -24,7 +24,7 @@ import secrets
 import shlex
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,21 +78,24 @@ def check_alias(name: str) -> str:
 def check_model(
     ticket: Ticket,
     *,
-    fingerprint: str | None = None,
+    fingerprint: str | Callable[[tuple[str, ...]], str] | None = None,
     scope: Sequence[str] | None = None,
     model_name: str | None = None,
 ) -> None:
     """Refuse a ticket whose scope or fingerprint is not the model's (each check only when given).
 
     The scope is checked first: a different scope also changes the fingerprint, and saying so is the
-    more useful message.
+    more useful message. `fingerprint` may be a function of a scope (the model's `fingerprint`): it is
+    then asked for the fingerprint under the ticket's own scope, for runs that train any ticket's scope.
     """
     if scope is not None and tuple(scope) != ticket.masks.scope:
         raise TicketError(
             f"{ticket.source}: scope check failed: scope differs: the ticket's is {scope_text(ticket.masks.scope)}, "
-            f"the run's is {scope_text(scope)}; use a ticket cut with the run's scope or set the run's scope "
-            "to the ticket's"
+            f"the run's is {scope_text(scope)}; use a ticket cut with the run's scope, or set the run's scope "
+            "to the ticket's (sparsity.scope, or leave it empty to take the ticket's)"
         )
+    if callable(fingerprint):
+        fingerprint = fingerprint(ticket.masks.scope)
     if fingerprint is not None and fingerprint != ticket.masks.fingerprint:
         raise TicketError(
             f"{ticket.source}: fingerprint check failed: fingerprint {ticket.masks.fingerprint[:12]}… "
@@ -254,7 +257,7 @@ class TicketStore:
         self,
         ref: str,
         *,
-        expect_fingerprint: str | None = None,
+        expect_fingerprint: str | Callable[[tuple[str, ...]], str] | None = None,
         expect_scope: Sequence[str] | None = None,
         model_name: str | None = None,
     ) -> Ticket:

@@ -25,7 +25,7 @@ from lottery.tickets.distributed import load_broadcast
 
 def prune_engine(engine, masks: MaskSet, method: str, sparsity: float, seed: int = 0) -> MaskSet:
     """`masks` pruned further to `sparsity` from the engine's fp32 weights; collective, every rank gets it."""
-    pieces = engine_pieces(engine.module, masks)
+    pieces = engine_pieces(engine, masks)
     kept = prune_pieces(pieces, method, sparsity, seed=seed)
     return gather_masks(pieces, kept, masks)
 

@@ -19,20 +19,52 @@ from torch import nn
 from lottery.config import ConfigError, OptimConfig, TrainConfig
 
 DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
-    """``auto`` -> bf16 on a GPU that has it, fp32 elsewhere. bf16 on a CPU run is refused, not faked."""
+def resolve_precision(requested: str, cuda: bool, bf16_supported: bool, fp16_supported: bool) -> str:
+    """``auto`` -> bf16 on a GPU that has it, fp32 elsewhere (fp16 is asked for, never picked: its
+    loss scaling skips steps on overflow, a choice the user makes).
+
+    bf16 and fp16 may be asked for on a CPU where DeepSpeed's CPU accelerator runs them: they take the
+    same optimizer wrappers as a GPU run (fp32 masters, loss scaling), which is how the tests reach
+    the GPU's optimizer paths without one. Where the hardware cannot run them they are refused.
+    """
     if requested not in PRECISIONS:
         raise ConfigError(f"train.precision={requested!r}; choose one of {PRECISIONS}")
     if requested == "auto":
         return "bf16" if cuda and bf16_supported else "fp32"
-    if requested == "bf16" and not (cuda and bf16_supported):
-        raise ConfigError(
-            "train.precision=bf16 needs a GPU with bf16 support; use auto or fp32 on this machine"
-        )
+    if requested == "bf16" and not bf16_supported:
+        raise ConfigError("train.precision=bf16: this device has no bf16 support; use fp16 (GPU) or fp32")
+    if requested == "fp16" and not fp16_supported:
+        where = "this GPU" if cuda else "this CPU (DeepSpeed needs oneDNN fp16 on a CPU)"
+        raise ConfigError(f"train.precision=fp16: {where} cannot run fp16; use bf16 or fp32")
     return requested
+
+
+def working_dtype(precision: str) -> torch.dtype:
+    """The dtype of the module's weights (and of the float inputs fed to them) under `precision`."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def device_precision_support() -> tuple[bool, bool, bool]:
+    """(cuda, bf16 supported, fp16 supported) on the device this process trains on."""
+    from deepspeed.accelerator import get_accelerator
+
+    accelerator = get_accelerator()
+    cuda = torch.cuda.is_available()
+    return cuda, bool(accelerator.is_bf16_supported()), bool(accelerator.is_fp16_supported())
+
+
+# fp16: dynamic loss scaling as DeepSpeed recommends (start at 2**16, halve on overflow, grow every 1000)
+FP16_SECTION = {
+    "enabled": True,
+    "loss_scale": 0,
+    "initial_scale_power": 16,
+    "loss_scale_window": 1000,
+    "hysteresis": 2,
+    "min_loss_scale": 1,
+}
 
 
 def ds_config_path(train: TrainConfig) -> Path:
@@ -64,7 +96,7 @@ def build_ds_config(train: TrainConfig, optim: OptimConfig, precision: str) -> d
         gradient_accumulation_steps=train.grad_accum,
         gradient_clipping=optim.grad_clip,
         bf16={"enabled": precision == "bf16"},
-        fp16={"enabled": False},
+        fp16=FP16_SECTION if precision == "fp16" else {"enabled": False},
     )
     return ds
 
@@ -117,11 +149,7 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig):
     """
     import deepspeed
 
-    precision = resolve_precision(
-        train.precision,
-        torch.cuda.is_available(),
-        torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-    )
+    precision = resolve_precision(train.precision, *device_precision_support())
     optimizer = torch.optim.AdamW(param_groups(model, optim), lr=optim.lr, betas=optim.betas, eps=optim.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(optim.warmup_steps, train.steps)

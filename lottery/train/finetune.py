@@ -26,6 +26,7 @@ from lottery.tasks.downstream.common import TaskContext, pack_pairs
 from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tasks.downstream.model import UniterForTask
 from lottery.tasks.downstream.registry import adapter
+from lottery.train.batches import to_device
 from lottery.train.pretrain import RunHooks
 from lottery.train.starts import STARTS, start_state
 
@@ -56,12 +57,10 @@ class _Predict:
         return self.task_adapter.predict(model, batch, self.ctx), {}
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 @torch.no_grad()
-def evaluate(engine, task: str, examples: list, ctx: TaskContext, batch_size: int) -> dict[str, float]:
+def evaluate(
+    engine, task: str, examples: list, ctx: TaskContext, batch_size: int, dtype: torch.dtype
+) -> dict[str, float]:
     """The task's metric on `examples` (collective: each rank predicts an equal share, gathered)."""
     task_adapter = adapter(task)
     engine.eval()
@@ -81,7 +80,7 @@ def evaluate(engine, task: str, examples: list, ctx: TaskContext, batch_size: in
             batch = pack_pairs(ctx, ids, [images[i] for _, i in chunk])
         else:
             batch = task_adapter.collate([examples[i] for i in chunk], ctx, torch.Generator().manual_seed(0))
-        predicted, _ = engine(_to(batch, engine.device), _Predict(task_adapter, ctx))
+        predicted, _ = engine(to_device(batch, engine.device, dtype), _Predict(task_adapter, ctx))
         predictions += predicted
     gathered = [p for part in dist.gather_objects(predictions) for p in part][: len(items)]
     engine.train()
@@ -105,10 +104,10 @@ def finetune(
     """
     from lottery.models.uniter import load_config as load_model_config
     from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
-    from lottery.train.engine import build_engine
+    from lottery.train.engine import build_engine, working_dtype
     from lottery.train.finetune_data import prepare_task_data
     from lottery.train.theta0 import ensure_theta0
-    from lottery.train.ticketed import attach_ticket, check_every
+    from lottery.train.ticketed import attach_ticket, check_every, verify_now
 
     check_config(config)
     launch = dist.init()
@@ -143,10 +142,12 @@ def finetune(
         raise ValueError(
             f"start {config.init}: weights do not fit the task model ({unexpected[:3]} {missing[:3]})"
         )
-    engine, _ = build_engine(model, config.train, config.optim)
+    engine, precision = build_engine(model, config.train, config.optim)
+    dtype = working_dtype(precision)
     sparsity = SparsityConfig(
         ticket="" if config.ticket == "dense" else config.ticket,
         store=config.store,
+        scope=config.scope,
         verify_every=config.verify_every,
     )
     enforcer = attach_ticket(engine, sparsity)
@@ -172,7 +173,7 @@ def finetune(
         chunk = order[start + rank * train.batch_size : start + (rank + 1) * train.batch_size]
         generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step * 101 + rank)
         batch = task_adapter.collate([data.train[i] for i in chunk], ctx, generator)
-        loss, _ = engine(_to(batch, engine.device), objective)
+        loss, _ = engine(to_device(batch, engine.device, dtype), objective)
         engine.backward(loss)
         if enforcer is not None:
             enforcer.before_step()
@@ -184,11 +185,11 @@ def finetune(
         progress.update(1)
         progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         if train.val_every and step % train.val_every == 0 and step != steps:
-            history.append({"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size)})
+            history.append({"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size, dtype)})
             if main:
                 tqdm.write(f"step {step} val {history[-1]}")
     progress.close()
-    final = evaluate(engine, config.task, data.val, ctx, train.batch_size)
+    final = evaluate(engine, config.task, data.val, ctx, train.batch_size, dtype)
     result = {
         "task": config.task,
         "metrics": final,
@@ -200,12 +201,14 @@ def finetune(
         "init": config.init,
         "adversarial": config.adversarial.enabled,
         "world_size": world,
+        "precision": precision,
         "steps": steps,
         "train_examples": len(data.train),
         "val_examples": len(data.val),
         "seconds": round(time.perf_counter() - began, 1),
         "config": to_dict(config),
     }
+    verify_now(enforcer, f"at the end of the fine-tune (step {steps})")
     if hooks.on_done is not None:
         hooks.on_done(engine)
     if config.save_model and hooks.save_model:

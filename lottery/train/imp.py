@@ -90,6 +90,11 @@ class ImpRun:
         return len(self.config.imp.schedule) + 1
 
     @property
+    def scope(self) -> tuple[str, ...]:
+        """The prunable scope of every mask of the run (``imp.scope``, or the BERT-tickets default)."""
+        return tuple(self.config.imp.scope) or DEFAULT_SCOPE
+
+    @property
     def masks(self) -> TicketStore:
         return TicketStore(self.directory / "masks")
 
@@ -131,7 +136,7 @@ class ImpRun:
             tasks=self.config.tasks,
             optim=self.config.optim,
             train=self.config.train,
-            sparsity=SparsityConfig(ticket=ticket, store=str(self.directory / "masks")),
+            sparsity=SparsityConfig(ticket=ticket, store=str(self.directory / "masks"), scope=self.scope),
         )
 
     def task_round_config(self, index: int) -> FinetuneConfig:
@@ -145,6 +150,7 @@ class ImpRun:
             init="theta0",
             ticket=round_alias(index) if index > 0 else "dense",
             store=str(self.directory / "masks"),
+            scope=self.scope,
             save_model=False,
             train=replace(self.config.train, val_every=0, ckpt_every=0),
         )
@@ -213,11 +219,11 @@ class ImpRun:
         """The mask round `index` trains under (collective the first time; kept for the round's hooks)."""
         if self._masks_of_round is None or self._masks_of_round[0] != index:
             if index == 0:
-                params = prunable_parameters(engine.module, DEFAULT_SCOPE)
-                masks = MaskSet.dense({n: parameter_shape(p) for n, p in params.items()}, DEFAULT_SCOPE)
+                params = prunable_parameters(engine.module, self.scope)
+                masks = MaskSet.dense({n: parameter_shape(p) for n, p in params.items()}, self.scope)
             else:
                 masks = load_broadcast(
-                    self.masks.root, round_alias(index), expect_fingerprint=None, expect_scope=DEFAULT_SCOPE
+                    self.masks.root, round_alias(index), expect_fingerprint=None, expect_scope=self.scope
                 ).masks
             self._masks_of_round = (index, masks)
         return self._masks_of_round[1]

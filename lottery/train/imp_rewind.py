@@ -18,25 +18,29 @@ from lottery.sparsity.maskset import MaskSet
 def check_rewind(engine, masks: MaskSet, start_model: Path, index: int) -> None:
     """Prove round `index` starts from `start_model`: kept weights equal it, pruned ones are 0.0.
 
-    Each rank compares the fp32 slice it owns (the ZeRO-3 partition, or its share of a replicated
-    weight) with the same entries of the start model's file; the largest difference over ranks decides.
+    Each rank compares the fp32 master slice it owns (the ZeRO-3 partition, or its share of a
+    replicated weight) with the same entries of the start model's file, as the engine can hold them:
+    a bf16/fp16 engine builds its fp32 master from the low-precision module, so the start is rounded
+    to the working dtype first (exact in fp32). The largest difference over ranks decides.
     """
     from safetensors import safe_open
 
     from lottery.sparsity.partition import engine_pieces
 
+    working = next(engine.module.parameters()).dtype
     worst = 0.0
     with safe_open(str(start_model / "model.safetensors"), framework="pt") as weights:
-        for piece in engine_pieces(engine.module, masks):
+        for piece in engine_pieces(engine, masks):
             flat = weights.get_tensor(piece.name).reshape(-1)
-            expected = flat[piece.start : piece.start + piece.weights.numel()].float() * piece.kept
+            held = flat[piece.start : piece.start + piece.weights.numel()].to(working).float()
+            expected = held * piece.kept
             if expected.numel():
                 worst = max(worst, float((piece.weights.float() - expected).abs().max()))
     worst = float(dist.all_gather_tensor(torch.tensor([worst])).max())
     if dist.is_main():
         print(
-            f"IMP round {index} starts from {start_model}: largest |weight - start * mask| "
-            f"over the prunable weights = {worst:.3g}",
+            f"IMP round {index} starts from {start_model}: largest |weight - start * mask| over the "
+            f"prunable weights ({str(working).removeprefix('torch.')} engine) = {worst:.3g}",
             flush=True,
         )
     if worst != 0.0:

@@ -29,11 +29,12 @@ from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
 from lottery.tasks.pretrain import TASKS, CollateContext, summarise
 from lottery.train.assets import data_meta, ensure_data, ensure_model, load_tokenizer
+from lottery.train.batches import to_device
 from lottery.train.checkpoint import latest_step, load_checkpoint, save_checkpoint
 from lottery.train.curriculum import Stage, schedule, stage_at
-from lottery.train.engine import build_engine
+from lottery.train.engine import build_engine, working_dtype
 from lottery.train.metrics import MetricsLog
-from lottery.train.ticketed import attach_ticket, check_every
+from lottery.train.ticketed import attach_ticket, check_every, verify_now
 from lottery.train.weights import full_state_dict
 
 log = logging.getLogger("lottery.pretrain")
@@ -42,19 +43,6 @@ VAL_SEED = 1_000_003
 
 def micro_seed(seed: int, rank: int, micro_step: int) -> int:
     return (seed * 1_000_003 + rank) * 10_000_019 + micro_step
-
-
-def to_device(
-    batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """Move a batch to the engine's device; float inputs take the model's dtype (bf16 on GPU)."""
-    moved = {}
-    for key, value in batch.items():
-        value = value.to(device, non_blocking=True)
-        if value.is_floating_point() and not key.endswith("_targets"):
-            value = value.to(dtype)
-        moved[key] = value
-    return moved
 
 
 def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
@@ -161,7 +149,7 @@ def pretrain(
     model = from_pretrained(model_dir)
     engine, precision = build_engine(model, train, config.optim)
     enforcer = attach_ticket(engine, config.sparsity)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = working_dtype(precision)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
 
     start = 0
@@ -169,6 +157,7 @@ def pretrain(
     resume_step = dist.broadcast_object(latest_step(run_dir) if main else None)
     if resume_step is not None:
         start = load_checkpoint(engine, run_dir, resume_step)
+        verify_now(enforcer, f"after loading the checkpoint of step {start}")
         metrics.truncate_after(start)
         if main:
             print(f"resumed from the checkpoint at step {start}", flush=True)
@@ -279,6 +268,7 @@ def pretrain(
         if step % train.val_every == 0 or step == end:
             result = run_validation(step)
         if step % train.ckpt_every == 0 or step == stop_at:
+            verify_now(enforcer, f"before the checkpoint of step {step}")
             save_checkpoint(engine, run_dir, step)
         if stop_here:
             if main:
@@ -286,6 +276,8 @@ def pretrain(
             break
     progress.close()
 
+    if stop_at == end:
+        verify_now(enforcer, f"at the end of the run (step {end})")
     if stop_at == end and hooks.save_model:
         state = full_state_dict(engine)
         if main:

@@ -68,6 +68,10 @@ def _gathered(engine, names):
         return {n: p.detach().float().clone() for n, p in zip(names, chosen, strict=True)}
 
 
+def _revived(engine, masks) -> int:
+    return sum(sum(where.values()) for where in pruned_nonzeros(engine, masks).values())
+
+
 def main(layout: str, out_path: str, enforced: bool) -> None:
     """`layout`: a ds_configs/ name (zero0 ... zero3, zero3_offload)."""
     started = time.perf_counter()
@@ -85,7 +89,7 @@ def main(layout: str, out_path: str, enforced: bool) -> None:
     result: dict = {"world": dist.world_size(), "layout": layout}
 
     # 1. the exact k-th smallest |w| versus torch.kthvalue on the gathered weights
-    pieces = engine_pieces(engine.module, dense)
+    pieces = engine_pieces(engine, dense)
     whole = torch.cat([w.abs().reshape(-1) for w in _gathered(engine, names).values()])
     result["padded"] = [
         n
@@ -117,7 +121,7 @@ def main(layout: str, out_path: str, enforced: bool) -> None:
     if not enforced:  # the control: zeroed once, then left to the optimizer
         enforcer.remove()
         enforcer.partitioned = False
-    result["nonzero_after_install"] = sum(pruned_nonzeros(engine, masks).values())
+    result["nonzero_after_install"] = _revived(engine, masks)
     result["nonzero_per_step"] = []
     for step in range(1, 51):
         task = TASKS[["mlm", "itm", "mrfr", "mrckl"][step % 4]]
@@ -128,13 +132,13 @@ def main(layout: str, out_path: str, enforced: bool) -> None:
         enforcer.before_step()
         engine.step()
         if step == 25:
-            pieces = engine_pieces(engine.module, masks)
+            pieces = engine_pieces(engine, masks)
             masks = gather_masks(pieces, prune_pieces(pieces, "magnitude", 0.7), masks)
             enforcer.install(masks)
             if not enforced:
                 enforcer.remove()
             result["sparsity_mid"] = masks.sparsity
-        result["nonzero_per_step"].append(sum(pruned_nonzeros(engine, masks).values()))
+        result["nonzero_per_step"].append(_revived(engine, masks))
     after = _gathered(engine, names)
     pruned_values = torch.cat([after[n][~masks.masks[n]] for n in names])
     kept_before = torch.cat([before[n][masks.masks[n]] for n in names])
