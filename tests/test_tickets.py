@@ -223,6 +223,34 @@ def test_a_ticket_of_another_scope_fails_the_scope_check(tmp_path: Path) -> None
         store.load(found, expect_fingerprint=masks.fingerprint, expect_scope=(r".*\.weight",))
 
 
+def test_a_run_without_a_scope_takes_the_tickets_own_and_checks_the_fingerprint_under_it(
+    tmp_path: Path,
+) -> None:
+    """sparsity.scope empty: a ticket cut with `--scope` (here: no pooler) trains; the model's
+    fingerprint is asked for under the ticket's scope, and a model of other shapes is still refused."""
+    from lottery.sparsity.scope import fingerprint
+
+    no_pooler = (r".*encoder\.layer\.\d+\..*\.weight",)
+    shapes = {n: s for n, s in SHAPES.items() if "pooler" not in n}
+    masks = MaskSet(random_masks(0, shapes).masks, no_pooler)
+    store = TicketStore(tmp_path)
+    found = store.put(masks, META)
+    asked: list[tuple[str, ...]] = []
+
+    def model_fingerprint(scope: tuple[str, ...]) -> str:
+        asked.append(scope)
+        return fingerprint(shapes.items())
+
+    assert store.load(found, expect_fingerprint=model_fingerprint, expect_scope=None).masks == masks
+    assert asked == [no_pooler]
+    with pytest.raises(TicketError, match="scope check failed.*sparsity.scope"):
+        store.load(found, expect_fingerprint=model_fingerprint, expect_scope=DEFAULT_SCOPE)
+    with pytest.raises(TicketError, match="fingerprint check failed"):
+        store.load(
+            found, expect_fingerprint=lambda scope: fingerprint([("other", (2, 2))]), expect_scope=None
+        )
+
+
 def test_a_write_that_fails_midway_leaves_no_object_and_no_temporary(tmp_path: Path, monkeypatch) -> None:
     store = TicketStore(tmp_path)
 
