@@ -28,7 +28,7 @@ class ScenePhase:
     """The first ``steps`` steps (after the previous phases) read scenes of this complexity.
 
     A curriculum of easy scenes first (one object, captions naming one object) makes grounding start
-    sooner (DESIGN.md, "The embedded world must learn"). Each phase has its own shards directory.
+    sooner (docs/design.md, "Facts that shaped the design"). Each phase has its own shards directory.
     """
 
     steps: int

@@ -261,3 +261,20 @@ def test_a_broken_enforcer_stops_the_round_naming_the_parameter_and_publishes_no
     assert set(round_ids(directory)) == {"round_01"}, "round 1 must not have cut round 2's mask"
     assert state(directory)["rounds_done"] == 1
     assert not (publish / "refs").exists() or not any((publish / "refs").rglob("*"))
+
+
+def test_bf16_imp_on_zero3_starts_every_round_exactly_from_theta0_as_a_bf16_engine_holds_it(
+    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
+):
+    """The GPU's default precision on a CPU: the fp32 master is built from the bf16 module, so the
+    rewind check compares it with bf16(theta0) * mask, which it must equal exactly; the masks hold."""
+    config = write_config(tmp_path / "imp.yaml", shapes_dir, mini_model_dir, zero=3, schedule=[0.5])
+    text = yaml.safe_load(config.read_text())
+    text["train"]["precision"] = "bf16"
+    config.write_text(yaml.safe_dump(text))
+    proc = launch(config, theta0_cache)
+    lines = rewind_lines(proc.stdout)
+    assert len(lines) == 2 and all(line.endswith("(bfloat16 engine) = 0") for line in lines), lines
+    masks = TicketStore(run_dir(config) / "masks").load("round_01").masks
+    assert masks.sparsity == pytest.approx(0.5, abs=1e-6)
+    assert state(run_dir(config))["rounds_done"] == 2

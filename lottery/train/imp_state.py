@@ -10,7 +10,7 @@ Layout of ``<runs_dir>/<method>-<digest12>/``::
     rewind/            with ``imp.rewind_step`` k: the weights at step k of round 0
 
 The state never depends on the world size except for the round in flight, whose checkpoint may
-(DESIGN.md, "Resume and world size"). Only rank 0 writes; every write is a temp file renamed into place.
+(docs/design.md, "Contracts": runs resume). Only rank 0 writes; every write is a temp file renamed into place.
 """
 
 from __future__ import annotations

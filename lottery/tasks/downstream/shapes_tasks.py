@@ -2,7 +2,7 @@
 
 Every example is a function of (scene, key, rng) and names its scene's shard key, so a task dataset is
 a list of examples beside the scenes' shards. The questions are chosen to need the image and, for most
-tasks, relations or counts (DESIGN.md, "The embedded world must learn": a single-attribute question
+tasks, relations or counts (docs/design.md, "Facts that shaped the design": a single-attribute question
 separated nothing): counting and existence in VQA, relations in GQA, VCR, RefCOCO+ and NLVR2.
 """
 
