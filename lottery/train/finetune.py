@@ -185,7 +185,9 @@ def finetune(
         progress.update(1)
         progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         if train.val_every and step % train.val_every == 0 and step != steps:
-            history.append({"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size, dtype)})
+            history.append(
+                {"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size, dtype)}
+            )
             if main:
                 tqdm.write(f"step {step} val {history[-1]}")
     progress.close()
