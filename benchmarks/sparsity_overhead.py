@@ -1,6 +1,6 @@
 """What keeping a mask costs, as ratios measured in one run on uniter-mini with 2 CPU ranks.
 
-1. Step time with a 60% mask enforced / dense step time, under ZeRO-2 and ZeRO-3, in alternating
+1. Step time with a 60% mask enforced / dense step time, under ZeRO-0, ZeRO-2 and ZeRO-3, in alternating
    blocks of steps on the same engine (so drift hits both alike); and the same for
    `torch.nn.utils.prune` (a float mask and a second copy of every weight) where DeepSpeed runs it.
 2. Time and peak RSS growth of the exact distributed threshold (each rank's own partition) against
@@ -239,7 +239,7 @@ def main() -> None:
         worker(mode, int(stage), int(steps), int(blocks), Path(out))
         return
     print("masked step / dense step (uniter-mini, batch 8 per rank, 2 ranks x 1 thread):")
-    for i, stage in enumerate((2, 3)):
+    for i, stage in enumerate((0, 2, 3)):  # 0: what IMP and the fine-tunes run by default
         ours = _launch("ours", stage, args, 29800 + i)
         torch_prune = _launch("torch-prune", stage, args, 29810 + i)
         if ours is None:
