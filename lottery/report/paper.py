@@ -1,6 +1,6 @@
 """The paper's own numbers (Gan et al., AAAI 2022; UNITER-base), printed beside ours.
 
-Typed in from the tables as printed (see ../shared/reference/paper-tables.md). Retrieval is reported
+Typed in from the paper's Tables 1 and 2 as printed (arXiv 2104.11832). Retrieval is reported
 there as IR and TR R@1; our retrieval metric is their mean recall, so the report compares percentages
 of dense, which are comparable, rather than raw scores.
 """

@@ -29,7 +29,7 @@ from torch import Tensor
 from lottery import dist
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.partition import is_partitioned, owned_range
-from lottery.sparsity.slots import pruned_nonzero_counts, wrapper_name, zero_pruned
+from lottery.sparsity.slots import WHERES, pruned_nonzero_counts, wrapper_name, zero_pruned
 
 # Test switch: "1" makes the enforcer leave gradients unmasked, as a broken enforcer would, so tests can
 # show that the default verification stops the run before any ticket is written. Never set it otherwise.
@@ -120,7 +120,7 @@ def pruned_nonzeros(engine, masks: MaskSet) -> dict[str, dict[str, int]]:
     `where` is each copy the engine keeps: ``weight``, ``master``, ``exp_avg``, ``exp_avg_sq``.
     """
     params = dict(engine.module.named_parameters())
-    wheres = ("weight", "master", "exp_avg", "exp_avg_sq")
+    wheres = WHERES
     local = []
     for name, mask in masks.masks.items():
         counts = pruned_nonzero_counts(engine, params[name], mask)

@@ -30,6 +30,7 @@ from lottery import dist
 from lottery.sparsity.partition import is_partitioned, owned_range
 
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
+WHERES = ("weight", "master", *MOMENT_KEYS)  # every copy a Slot can be
 
 
 @dataclass(frozen=True)
@@ -129,21 +130,15 @@ def _stage3_slots(param: nn.Parameter, numel: int) -> list[Slot]:
     return slots
 
 
-def mask_slice(flat_mask: Tensor, slot: Slot, cache: dict | None = None, key: str = "") -> Tensor:
+def mask_slice(flat_mask: Tensor, slot: Slot) -> Tensor:
     """The mask over `slot`'s entries, on the slot tensor's device and in its dtype.
 
     Under offload the fp32 master and moments sit on the CPU while the working weight may sit on a GPU:
-    a mask made once on one device would be multiplied with tensors on another. `cache` (keyed by
-    `key`, the slot's range, device and dtype) keeps the conversion out of the per-step path.
+    a mask made once on one device would be multiplied with tensors on another. (The per-step gradient
+    masks are cached by the enforcer; this serves install and verification.)
     """
     tensor = slot.tensor
-    index = (key, slot.start, tensor.numel(), tensor.device, tensor.dtype)
-    if cache is not None and index in cache:
-        return cache[index]
-    local = flat_mask.narrow(0, slot.start, tensor.numel()).to(device=tensor.device, dtype=tensor.dtype)
-    if cache is not None:
-        cache[index] = local
-    return local
+    return flat_mask.narrow(0, slot.start, tensor.numel()).to(device=tensor.device, dtype=tensor.dtype)
 
 
 @torch.no_grad()
