@@ -17,14 +17,20 @@ only when its bindings are installed; we ask for gloo explicitly so a CPU-only m
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from lottery.faults import raise_point
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,46 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     holder = [obj if dist.get_rank() == src else None]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+class RankZeroError(RuntimeError):
+    """Rank 0's failure, raised on a rank that did not fail itself (its type could not travel)."""
+
+
+def on_main(action: Callable[[], T], what: str) -> T:
+    """Run `action` on rank 0 only and give its result, or its exception, to every rank (collective).
+
+    Whatever rank 0 alone reads, decides or writes goes through here: if it fails, every rank raises
+    the same error at once instead of waiting in the next collective for a peer that has left (under
+    plain ``srun`` that wait lasts until the job's time limit). `what` names the decision in the
+    error a non-picklable exception is turned into.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        raise_point(what)
+        return action()
+    outcome: tuple[bool, Any] = (True, None)
+    failure: Exception | None = None
+    if dist.get_rank() == 0:
+        try:
+            raise_point(what)
+            outcome = (True, action())
+        except Exception as err:  # noqa: BLE001 - every failure must reach the other ranks
+            failure, outcome = err, (False, _portable(err, what))
+    ok, value = broadcast_object(outcome)
+    if failure is not None:
+        raise failure  # rank 0 keeps its own traceback
+    if not ok:
+        raise value
+    return value
+
+
+def _portable(err: Exception, what: str) -> Exception:
+    """`err` itself when it survives pickling (its type decides the exit code), else its message."""
+    try:
+        copy = pickle.loads(pickle.dumps(err))
+    except Exception:  # noqa: BLE001 - an exception type with a custom constructor
+        return RankZeroError(f"{what}: {type(err).__name__}: {err}")
+    return copy if str(copy) == str(err) else RankZeroError(f"{what}: {type(err).__name__}: {err}")
 
 
 def broadcast_bytes(payload: bytes | None, src: int = 0) -> bytes:

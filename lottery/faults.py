@@ -2,7 +2,8 @@
 
 `LOTTERY_FAULT=name@n` makes the n-th time this process reaches `fault_point("name")` end it with
 SIGKILL, as a preempted or OOM-killed job would end: no cleanup, no atexit, no flush. Unset (the normal
-case) a fault point costs one dictionary lookup.
+case) a fault point costs one dictionary lookup. `LOTTERY_RAISE=name` makes `raise_point("name")` raise
+instead: every decision rank 0 takes alone (`dist.on_main`) is such a point, named as in its errors.
 """
 
 from __future__ import annotations
@@ -33,3 +34,16 @@ def fault_point(name: str) -> None:
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == target[1]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+RAISE_ENV = "LOTTERY_RAISE"
+
+
+class InjectedFault(RuntimeError):
+    """The failure `$LOTTERY_RAISE` asks for (tests of what the other ranks do when one fails)."""
+
+
+def raise_point(name: str) -> None:
+    """Raise InjectedFault here if `$LOTTERY_RAISE` names this point (every hit)."""
+    if os.environ.get(RAISE_ENV) == name:
+        raise InjectedFault(f"injected fault at {name} ({RAISE_ENV})")

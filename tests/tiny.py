@@ -1,8 +1,12 @@
-"""The tiny UNITER config shared by tests: small enough for a step in milliseconds."""
+"""The tiny UNITER config shared by tests (small enough for a step in milliseconds), and a saved model of it."""
 
 from __future__ import annotations
 
-from lottery.models.uniter import UniterConfig
+from pathlib import Path
+
+import torch
+
+from lottery.models.uniter import UniterConfig, UniterForPretraining, save_pretrained
 
 TINY = UniterConfig(
     name="tiny",
@@ -14,3 +18,9 @@ TINY = UniterConfig(
     img_dim=16,
     num_region_classes=5,
 )
+
+
+def save_tiny(path: Path, config: UniterConfig = TINY, seed: int = 0) -> Path:
+    """A randomly initialised (seeded) tiny model saved as a model directory."""
+    torch.manual_seed(seed)
+    return save_pretrained(UniterForPretraining(config), path)

@@ -1,6 +1,6 @@
 """A rank of the enforcement matrix: one ZeRO layout, every precision this machine runs, accumulation 2.
 
-Run by tests/test_enforce_matrix.py through torchrun. For each precision: a 50% mask on the odd-sized
+Run by tests/integration/test_enforce_matrix.py through torchrun. For each precision: a 50% mask on the odd-sized
 model, 8 steps of AdamW (lr 1e-2, weight decay 0.1, clipping 0.5, 2 micro-batches a step), then every
 copy of every prunable weight read back through DeepSpeed's own accessors, not the enforcer's: the
 gathered module weight, the fp32 master and both Adam moments. Rank 0 writes the counts as JSON.

@@ -1,6 +1,6 @@
 """A rank of the sparsity tests: exact threshold, 60% mask, 50 AdamW steps, a mid-training prune.
 
-Run by tests/test_sparsity_distributed.py through torchrun; rank 0 writes what it measured as JSON.
+Run by tests/integration/test_sparsity_distributed.py through torchrun; rank 0 writes what it measured as JSON.
 Tests only may gather whole parameters (to compare with torch's own answers); the code under test never does.
 """
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 from conftest import run, theta0_overrides, torchrun
 from safetensors.torch import load_file
-from test_ticket_cli import save_tiny
+from tiny import save_tiny
 
 from lottery.tickets import TicketStore
 from lottery.train.starts import shuffled

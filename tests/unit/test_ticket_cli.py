@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY
+from tiny import TINY, save_tiny
 from torch.nn.utils import prune
 
 from lottery.models.uniter import UniterConfig, UniterForPretraining, from_pretrained, save_pretrained
@@ -18,11 +18,6 @@ from lottery.train.ticket_jobs import print_table
 
 # 2 layers x (4 x 32x32 + 2 x 32x64) + the 32x32 pooler
 PRUNABLE_WEIGHTS = 2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 32
-
-
-def save_tiny(path: Path, config: UniterConfig = TINY, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    return save_pretrained(UniterForPretraining(config), path)
 
 
 @pytest.fixture(scope="module")
