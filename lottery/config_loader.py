@@ -15,7 +15,13 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+from lottery.resources import CONFIGS, NotShipped, shipped_dir, shipped_file
+
+if typing.TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# the shipped run configs (lottery/configs/), found through lottery.resources like every shipped file
+CONFIG_DIR = shipped_dir(CONFIGS)
 
 
 class ConfigError(ValueError):
@@ -112,18 +118,23 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
-def config_path(name_or_file: str) -> Path:
-    """A shipped config name (``pretrain-uniter-mini``) or a YAML file path."""
+def config_path(name_or_file: str) -> Path | Traversable:
+    """A shipped config name (``pretrain-uniter-mini``) or a YAML file path.
+
+    Anything that looks like a file (a .yaml/.yml suffix, or an existing path) is the user's own file;
+    only a bare name is looked up among the shipped configs, so a local file is never shadowed.
+    """
     path = Path(name_or_file)
     if path.suffix in {".yaml", ".yml"} or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         return path
-    shipped = CONFIG_DIR / f"{name_or_file}.yaml"
-    if not shipped.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"no config named {name_or_file!r}; shipped configs: {known}, or pass a .yaml path")
-    return shipped
+    try:
+        return shipped_file(CONFIGS, name_or_file, ".yaml")
+    except NotShipped as err:
+        raise ConfigError(
+            f"no config named {name_or_file!r}; shipped configs: {err.known}, or pass a .yaml path"
+        ) from None
 
 
 def load_config(name_or_file: str | None, overrides: list[str], cls: type) -> Any:

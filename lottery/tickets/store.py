@@ -7,8 +7,9 @@ Layout (a local disk or a shared file system)::
     tmp/                                       files being written; leftovers of killed writers are safe to delete
     log.jsonl                                  one JSON line per object or alias written: when, host, user, command
 
-Every file is written to `tmp/` (same file system), fsynced and moved into place with `os.replace`, so
-a reader sees either the old file or the complete new one, even when the writer is killed. Time and
+Every file is written to `tmp/` (same file system), fsynced and moved into place with `os.replace`
+(lottery.files.write_bytes_atomic), so a reader sees either the old file or the complete new one,
+even when the writer is killed: `objects/` and `refs/` only ever hold complete files. Time and
 host go to the log only, never into a ticket, so an object's id depends on its masks and metadata alone.
 """
 
@@ -20,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shlex
 import socket
 import sys
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import safetensors
 
-from lottery.faults import fault_point
+from lottery.files import write_bytes_atomic
 from lottery.sparsity.maskset import MaskSet
 from lottery.tickets.format import (
     Ticket,
@@ -51,6 +51,7 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _ALIAS_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
 _CHUNK = 1 << 20
 _MAX_HEADER = 100_000_000  # safetensors' own limit
+BEFORE_RENAME = "store.before_rename"  # the fault point where tests kill a writer: temp complete, not renamed
 
 
 def default_root() -> Path:
@@ -156,7 +157,7 @@ class TicketStore:
         path = self.object_path(new_id)
         created = not (path.is_file() and _file_sha256(path) == new_id)
         if created:
-            atomic_write(path, data, self.tmp_dir)
+            write_bytes_atomic(path, data, tmp_dir=self.tmp_dir, fault=BEFORE_RENAME)
         self._log(
             {
                 "event": "put",
@@ -184,7 +185,7 @@ class TicketStore:
                 raise TicketError(
                     f"alias {name!r}: {parent.as_posix()!r} is already an alias, so it cannot also be a folder"
                 )
-        atomic_write(path, f"{target}\n".encode(), self.tmp_dir)
+        write_bytes_atomic(path, f"{target}\n".encode(), tmp_dir=self.tmp_dir, fault=BEFORE_RENAME)
         self._log({"event": "alias", "alias": name, "id": target}, command)
         return target
 
@@ -351,42 +352,3 @@ def _read_file_header(path: Path) -> dict[str, str]:
                 f"{path}: truncated/unreadable safetensors: header length {length} is implausible"
             )
         return read_header(start + handle.read(length), str(path))
-
-
-def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write `data` to `path` so that readers only ever see the old file or the complete new one.
-
-    The temporary file lives in `tmp_dir` on the same file system, so `os.replace` is an atomic rename;
-    fsync before the rename makes a crash after it leave the complete content, not an empty file.
-    """
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view[:_CHUNK]) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    fault_point("store.before_rename")
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; some network file systems refuse fsync on a directory, which is harmless."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

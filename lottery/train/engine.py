@@ -2,7 +2,7 @@
 
 The optimiser is a torch ``AdamW`` handed to DeepSpeed as the client optimiser rather than named in
 the JSON: a DeepSpeed "AdamW" would JIT-build ``fused_adam`` (about 70 s on CPU here) and behaves the
-same. The JSON files in ``ds_configs/`` hold only the ZeRO layout; batch sizes, accumulation, clipping
+same. The JSON files in ``lottery/ds_configs/`` hold only the ZeRO layout; batch sizes, accumulation, clipping
 and precision come from the run config, so one run config cannot disagree with its DeepSpeed config.
 """
 
@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lottery.config import ConfigError, OptimConfig, TrainConfig
+from lottery.resources import DS_CONFIGS, NotShipped, shipped_file
 
-DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -67,17 +70,23 @@ FP16_SECTION = {
 }
 
 
-def ds_config_path(train: TrainConfig) -> Path:
-    """``train.ds_config`` as a file path or a name in ``ds_configs/``; empty = ``zero<stage>``."""
+def ds_config_path(train: TrainConfig) -> Path | Traversable:
+    """``train.ds_config`` as a file path or a shipped name (``lottery/ds_configs/``); empty = ``zero<stage>``.
+
+    A ``.json`` name that is a file is the user's own layout; anything else is looked up among the
+    layouts shipped inside the package (lottery.resources), so ``zero3_offload`` works from any
+    working directory and from an installed wheel, which has no repository around it.
+    """
     name = train.ds_config or f"zero{train.zero_stage}"
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
         return path
-    shipped = DS_CONFIG_DIR / f"{name}.json"
-    if not shipped.is_file():
-        known = sorted(p.stem for p in DS_CONFIG_DIR.glob("*.json"))
-        raise ConfigError(f"train.ds_config={name!r}: no such file and not one of {known} in {DS_CONFIG_DIR}")
-    return shipped
+    try:
+        return shipped_file(DS_CONFIGS, name, ".json")
+    except NotShipped as err:
+        raise ConfigError(
+            f"train.ds_config={name!r}: no such file and not one of the shipped layouts {err.known}"
+        ) from None
 
 
 def build_ds_config(train: TrainConfig, optim: OptimConfig, precision: str) -> dict[str, Any]:

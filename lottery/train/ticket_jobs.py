@@ -226,7 +226,7 @@ def export_ticket(store: TicketStore, ref: str, out: Path, fmt: str = "torch-pru
     """
     import torch
 
-    from lottery.tickets.store import atomic_write
+    from lottery.files import write_bytes_atomic
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
@@ -234,7 +234,7 @@ def export_ticket(store: TicketStore, ref: str, out: Path, fmt: str = "torch-pru
     buffer = io.BytesIO()
     torch.save({f"{name}_mask": mask.float() for name, mask in ticket.masks.masks.items()}, buffer)
     out = Path(out)
-    atomic_write(out, buffer.getvalue(), out.parent)
+    write_bytes_atomic(out, buffer.getvalue())
     return out
 
 
