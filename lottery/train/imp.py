@@ -13,6 +13,28 @@ Every step is resumable (see imp_state.py for the layout): a rerun of the same c
 rounds, resumes the round in flight from its checkpoint (from its start when the world size changed),
 and recomputes a mask whose ticket was not written yet, so the masks are bit-identical to those of a
 run that was never stopped.
+
+The rewind point of ``imp.rewind_step`` k is saved at step k of round 0, so round 0 never ends before
+step k: an early bird that settles earlier is logged and round 0 trains on to the first draw at or
+after step k (the choice keeps the rewind step the config names, rather than rewinding to an earlier
+step than asked). A later round starts only from a rewind point that round 0 saved (imp_rewind.py),
+and round 0 redone on another world size drops the old one: its step-k weights will differ.
+
+What rank 0 alone reads, decides or writes goes through ``dist.on_main``, so a failure there stops
+every rank at once instead of leaving the others in the next collective. The sites (the `what` of
+each, and the name ``LOTTERY_RAISE`` takes to inject a failure there):
+
+- ``imp.config``: the run directory and its config.yaml;
+- ``imp.state``: reading state.json, whose content every rank then acts on;
+- ``imp.cleanup``: removing the checkpoints a finished round left behind;
+- ``imp.world_size``: recording the round in flight, and restarting it on a new world size;
+- ``imp.rewind``: checking a later round's rewind point before its engine is built;
+- ``imp.rewind_save``: writing the rewind point (imp_rewind.py);
+- ``imp.early_stop``: recording an early-bird stop in state.json;
+- ``imp.prune``: putting the new masks in the run's store, and the round's round.json;
+- ``imp.finish``: marking the round done and removing its checkpoints;
+- ``imp.report``: the per-round table (rounds.json);
+- ``imp.publish``: publishing the tickets ``imp.publish`` asks for.
 """
 
 from __future__ import annotations
@@ -21,6 +43,7 @@ import gc
 import logging
 import shutil
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from lottery import dist
@@ -34,7 +57,7 @@ from lottery.config import (
     to_yaml,
 )
 from lottery.faults import fault_point
-from lottery.files import write_json_atomic
+from lottery.files import write_json_atomic, write_text_atomic
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
 from lottery.tasks.downstream.examples import TASK_NAMES
@@ -43,7 +66,12 @@ from lottery.tickets.distributed import load_broadcast
 from lottery.train.early_bird import EarlyBird, prune_engine
 from lottery.train.finetune import finetune
 from lottery.train.finetune_configs import task_config
-from lottery.train.imp_rewind import check_rewind, save_rewind_point
+from lottery.train.imp_rewind import (
+    check_rewind,
+    remove_rewind_point,
+    require_rewind_point,
+    save_rewind_point,
+)
 from lottery.train.imp_state import ImpState, round_alias, run_dir_for
 from lottery.train.pretrain import RunHooks, pretrain
 from lottery.train.theta0 import ensure_theta0, identity
@@ -158,22 +186,22 @@ class ImpRun:
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> None:
-        main = dist.is_main()
-        if main:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / "config.yaml").write_text(
-                to_yaml(self.config) + f"# theta0: {self.theta0_digest}\n"
-            )
-        dist.barrier()
+        dist.on_main(self._write_config, what="imp.config")
         for index in range(self.rounds):
             state = self._state()
             if index < state.rounds_done:
-                if main:  # a job killed right after finishing a round may have left its checkpoints
-                    shutil.rmtree(self.round_dir(index) / "checkpoints", ignore_errors=True)
+                # a job killed right after finishing a round may have left its checkpoints
+                leftover = partial(shutil.rmtree, self.round_dir(index) / "checkpoints", ignore_errors=True)
+                dist.on_main(leftover, what="imp.cleanup")
                 continue
+            if index > 0 and self.config.imp.rewind_step:
+                dist.on_main(
+                    lambda: require_rewind_point(self.directory, self.config.imp.rewind_step),
+                    what="imp.rewind",
+                )
             self._check_world_size(state, index)
             stop = self._state().early_stops.get(str(index))
-            if main:
+            if dist.is_main():
                 print(f"IMP round {index} of {self.rounds - 1}: {self._round_label(index)}", flush=True)
             if self.config.imp.objective == "pretrain":
                 pretrain(self.round_config(index), keep_process_group=True, hooks=self._hooks(index, stop))
@@ -187,11 +215,15 @@ class ImpRun:
             self._finish_round(index)
             gc.collect()
 
+    def _write_config(self) -> None:
+        """The resolved config beside the run (rank 0), whole: a reader never sees half of it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        text = to_yaml(self.config) + f"# theta0: {self.theta0_digest}\n"
+        write_text_atomic(self.directory / "config.yaml", text)
+
     def _state(self) -> ImpState:
         """The state as rank 0 reads it, on every rank (collective): all ranks take the same decisions."""
-        return dist.broadcast_object(
-            ImpState.load(self.directory, self.theta0_digest) if dist.is_main() else None
-        )
+        return dist.on_main(lambda: ImpState.load(self.directory, self.theta0_digest), what="imp.state")
 
     def _round_label(self, index: int) -> str:
         sparsity = 0.0 if index == 0 else self.config.imp.schedule[index - 1]
@@ -199,9 +231,12 @@ class ImpRun:
 
     def _check_world_size(self, state: ImpState, index: int) -> None:
         """Restart the round in flight from its start when it was begun on another number of ranks."""
+        dist.on_main(lambda: self._begin_round(state, index), what="imp.world_size")
+
+    def _begin_round(self, state: ImpState, index: int) -> None:
+        """Rank 0's part of _check_world_size: restart the round if need be, and record it in flight."""
         world = dist.world_size()
-        changed = state.in_flight == index and state.in_flight_world_size not in (None, world)
-        if changed and dist.is_main():
+        if state.in_flight == index and state.in_flight_world_size not in (None, world):
             print(
                 f"IMP round {index} was begun on {state.in_flight_world_size} rank(s), this job has "
                 f"{world}: its checkpoint is specific to the world size, so round {index} restarts "
@@ -210,10 +245,10 @@ class ImpRun:
             )
             shutil.rmtree(self.round_dir(index), ignore_errors=True)
             state.early_stops.pop(str(index), None)
-        if dist.is_main():
-            state.in_flight, state.in_flight_world_size = index, world
-            state.save(self.directory)
-        dist.barrier()
+            if index == 0:  # the rewind point is a step of this round 0, on the old world size
+                remove_rewind_point(self.directory)
+        state.in_flight, state.in_flight_world_size = index, world
+        state.save(self.directory)
 
     def _current_masks(self, engine, index: int) -> MaskSet:
         """The mask round `index` trains under (collective the first time; kept for the round's hooks)."""
@@ -254,14 +289,15 @@ class ImpRun:
             bird = tracker["bird"]
             if bird is None or not bird.on_step(engine, step):
                 return False
-            if dist.is_main():
-                state = ImpState.load(self.directory, self.theta0_digest)
-                state.early_stops[str(index)] = step
-                state.save(self.directory)
-                print(
-                    f"IMP round {index}: early-bird mask settled at step {step} of {self.config.train.steps}",
-                    flush=True,
-                )
+            if index == 0 and step < imp.rewind_step:
+                if dist.is_main():
+                    print(
+                        f"IMP round 0: early-bird mask settled at step {step}, the round goes on to "
+                        f"the rewind step {imp.rewind_step}",
+                        flush=True,
+                    )
+                return False
+            dist.on_main(lambda: self._record_early_stop(index, step), what="imp.early_stop")
             return True
 
         def on_done(engine) -> None:
@@ -271,6 +307,15 @@ class ImpRun:
             self._check_rewind(engine, index)
 
         return RunHooks(end_step=stop, on_start=on_start, on_step=on_step, on_done=on_done, save_model=False)
+
+    def _record_early_stop(self, index: int, step: int) -> None:
+        state = ImpState.load(self.directory, self.theta0_digest)
+        state.early_stops[str(index)] = step
+        state.save(self.directory)
+        print(
+            f"IMP round {index}: early-bird mask settled at step {step} of {self.config.train.steps}",
+            flush=True,
+        )
 
     def _check_rewind(self, engine, index: int) -> None:
         check_rewind(engine, self._current_masks(engine, index), self.start_model(index), index)
@@ -289,28 +334,31 @@ class ImpRun:
             method = "magnitude" if imp.method == "oneshot" else "random"
             for offset, target in enumerate(imp.schedule, start=1):
                 made[offset] = prune_engine(engine, current, method, target, seed=imp.seed)
+        dist.on_main(lambda: self._store_masks(index, current, made, bird), what="imp.prune")
+
+    def _store_masks(
+        self, index: int, current: MaskSet, made: dict[int, MaskSet], bird: EarlyBird | None
+    ) -> None:
+        """Rank 0's part of _prune_after: the new tickets, then round.json (which marks them all put)."""
+        for target_round, masks in made.items():
+            ticket = self.masks.put(masks, self.meta(target_round), alias=round_alias(target_round))
+            print(f"  mask {round_alias(target_round)}: {masks.sparsity:.2%} sparse, ticket {ticket[:12]}")
         record: dict[str, object] = {"round": index, "sparsity": current.sparsity}
-        if dist.is_main():
-            for target_round, masks in made.items():
-                ticket = self.masks.put(masks, self.meta(target_round), alias=round_alias(target_round))
-                print(
-                    f"  mask {round_alias(target_round)}: {masks.sparsity:.2%} sparse, ticket {ticket[:12]}"
-                )
-            if index + 1 in made:
-                record["hamming_to_next"] = made[index + 1].hamming(current) / current.total
-            if bird is not None and index + 1 in made:
-                record["early_bird"] = bird.distances_to(made[index + 1])
-            write_json_atomic(self.round_dir(index) / "round.json", record)
-        dist.barrier()
+        if index + 1 in made:
+            record["hamming_to_next"] = made[index + 1].hamming(current) / current.total
+        if bird is not None and index + 1 in made:
+            record["early_bird"] = bird.distances_to(made[index + 1])
+        write_json_atomic(self.round_dir(index) / "round.json", record)
 
     def _finish_round(self, index: int) -> None:
-        if dist.is_main():
-            state = ImpState.load(self.directory, self.theta0_digest)
-            state.rounds_done, state.in_flight, state.in_flight_world_size = index + 1, None, None
-            state.save(self.directory)
-            # the round's masks and metrics are final: its optimizer state is dead weight on disk
-            shutil.rmtree(self.round_dir(index) / "checkpoints", ignore_errors=True)
-        dist.barrier()
+        dist.on_main(lambda: self._mark_done(index), what="imp.finish")
+
+    def _mark_done(self, index: int) -> None:
+        state = ImpState.load(self.directory, self.theta0_digest)
+        state.rounds_done, state.in_flight, state.in_flight_world_size = index + 1, None, None
+        state.save(self.directory)
+        # the round's masks and metrics are final: its optimizer state is dead weight on disk
+        shutil.rmtree(self.round_dir(index) / "checkpoints", ignore_errors=True)
 
 
 def prepare(config: ImpConfig) -> ImpRun:
@@ -328,17 +376,18 @@ def prepare(config: ImpConfig) -> ImpRun:
 
 def imp(config: ImpConfig) -> Path:
     """Run (or continue) an IMP run to its end, publish what the config asks; returns the run directory."""
-    from lottery.train.imp_report import print_rounds, write_rounds
-    from lottery.train.publish import publish
+    from lottery.train.imp_report import report
+    from lottery.train.publish import publish_all
 
     dist.init()
     run = prepare(config)
     run.run()
-    if dist.is_main():
-        rows = write_rounds(run.directory, run.theta0_model.parent, config.imp.objective)
-        print_rounds(rows, run.directory, config.train.steps)
-        for sparsity, alias in sorted(config.imp.publish.items()):
-            publish(run.directory, sparsity, alias, config.imp.store or None)
-    dist.barrier()
+    settings, steps = config.imp, config.train.steps
+    dist.on_main(
+        lambda: report(run.directory, run.theta0_model.parent, settings.objective, steps), what="imp.report"
+    )
+    dist.on_main(
+        lambda: publish_all(run.directory, settings.publish, settings.store or None), what="imp.publish"
+    )
     dist.shutdown()
     return run.directory

@@ -178,3 +178,10 @@ def print_rounds(table: dict, run_dir: Path, steps_per_round: int) -> None:
     saved, full = early_bird_saving(table, steps_per_round)
     if saved:
         print(f"early bird: the rounds ended after {full - saved} of {full} steps ({saved / full:.0%} saved)")
+
+
+def report(run_dir: Path, theta0_dir: Path, objective: str, steps_per_round: int) -> dict:
+    """Write rounds.json and print the table (rank 0, at the end of `lottery imp`)."""
+    table = write_rounds(run_dir, theta0_dir, objective)
+    print_rounds(table, run_dir, steps_per_round)
+    return table

@@ -1,11 +1,19 @@
-"""Where IMP rounds start: the proof that a round starts from the rewind point, and saving that point.
+"""Where IMP rounds start: the proof that a round starts from the rewind point, and that point itself.
 
 The proof runs on the engine as it is about to train, so it covers what DeepSpeed did to the weights
 (partitioning, the ticket's zeroing): a round that does not start from theta0 * mask stops the run.
+
+With ``imp.rewind_step`` k the rewind point is ``<run>/rewind``: the weights at step k of round 0,
+with ``rewind.json`` naming that step and round 0's world size. Only :func:`save_rewind_point`
+writes that file (inside the directory, before it is renamed into place), so a model directory built
+anywhere else (e.g. by ``ensure_model`` from BERT, when ``model.dir`` points at a missing directory)
+is never taken for the rewind point: :func:`require_rewind_point` refuses it, and a later round with
+no rewind point stops instead of rewinding to something round 0 never was.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +21,8 @@ import torch
 
 from lottery import dist
 from lottery.sparsity.maskset import MaskSet
+
+MARKER = "rewind.json"
 
 
 def check_rewind(engine, masks: MaskSet, start_model: Path, index: int) -> None:
@@ -47,20 +57,68 @@ def check_rewind(engine, masks: MaskSet, start_model: Path, index: int) -> None:
         raise RuntimeError(f"IMP round {index} did not start from the rewind point (max diff {worst})")
 
 
-def save_rewind_point(engine, theta0_model: Path, directory: Path, rewind_step: int) -> None:
-    """The weights at step `rewind_step` of round 0 as `directory/rewind`, where later rounds start
-    (collective; written whole or not at all)."""
+def rewind_record(directory: Path) -> dict | None:
+    """What ``<run>/rewind/rewind.json`` says (step, world_size), or None when there is no such file."""
+    marker = Path(directory) / "rewind" / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        record = json.loads(marker.read_text())
+    except json.JSONDecodeError as err:
+        raise RuntimeError(f"{marker}: not a rewind record ({err})") from None
+    return record if isinstance(record, dict) else None
+
+
+def require_rewind_point(directory: Path, rewind_step: int) -> Path:
+    """`directory/rewind` if it is the point save_rewind_point wrote for `rewind_step`, else an error.
+
+    Called before a later round builds its engine, so a missing point is never rebuilt from BERT.
+    """
+    target = Path(directory) / "rewind"
+    record = rewind_record(directory)
+    if record is None:
+        what = "has no " + MARKER if target.exists() else "is missing"
+        raise RuntimeError(
+            f"rewind point {target} {what}: it is only written at step {rewind_step} of round 0, which "
+            "is done; start the run again in a new runs_dir (or remove its rounds/ and state.json)"
+        )
+    if record.get("step") != rewind_step:
+        raise RuntimeError(
+            f"rewind point {target} holds step {record.get('step')}, this run rewinds to step {rewind_step}"
+        )
+    return target
+
+
+def remove_rewind_point(directory: Path) -> None:
+    """Drop the rewind point (rank 0): round 0 is redone, so its step-k weights will be new."""
+    shutil.rmtree(Path(directory) / "rewind", ignore_errors=True)
+
+
+def _write_rewind_point(state: dict, theta0_model: Path, directory: Path, rewind_step: int) -> None:
+    """Rank 0's part of save_rewind_point: the model directory and its record, renamed into place whole."""
     from lottery.models.uniter import from_pretrained, save_pretrained, tokenizer_files
-    from lottery.train.weights import full_state_dict
 
     target = directory / "rewind"
+    wanted = {"step": rewind_step, "world_size": dist.world_size()}
+    if rewind_record(directory) == wanted:
+        return  # this round 0 wrote it before a kill, from the same weights
+    model = from_pretrained(theta0_model)
+    model.load_state_dict(state)
+    partial = directory / ".rewind.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_pretrained(model, partial, extra_files=tokenizer_files(theta0_model))
+    (partial / MARKER).write_text(json.dumps(wanted, sort_keys=True))
+    shutil.rmtree(target, ignore_errors=True)  # a stale point (another world size, no record)
+    partial.rename(target)
+    print(f"rewind point: the weights at step {rewind_step} -> {target}", flush=True)
+
+
+def save_rewind_point(engine, theta0_model: Path, directory: Path, rewind_step: int) -> None:
+    """The weights at step `rewind_step` of round 0 as `directory/rewind`, where later rounds start
+    (collective; written whole or not at all; site ``imp.rewind_save``)."""
+    from lottery.train.weights import full_state_dict
+
     state = full_state_dict(engine)
-    if dist.is_main() and not (target / "config.json").is_file():
-        model = from_pretrained(theta0_model)
-        model.load_state_dict(state)
-        partial = directory / ".rewind.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        save_pretrained(model, partial, extra_files=tokenizer_files(theta0_model))
-        partial.rename(target)
-        print(f"rewind point: the weights at step {rewind_step} -> {target}", flush=True)
-    dist.barrier()
+    dist.on_main(
+        lambda: _write_rewind_point(state, theta0_model, directory, rewind_step), what="imp.rewind_save"
+    )

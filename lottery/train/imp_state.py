@@ -7,10 +7,13 @@ Layout of ``<runs_dir>/<method>-<digest12>/``::
     masks/             a ticket store; alias ``round_NN`` = the mask round NN trains under (NN >= 1)
     rounds/round_NN/   the round's training run: metrics.jsonl and round.json are kept, checkpoints
                        are removed once the round is done
-    rewind/            with ``imp.rewind_step`` k: the weights at step k of round 0
+    rewind/            with ``imp.rewind_step`` k: the weights at step k of round 0, and rewind.json
+                       (that step, round 0's world size); removed when round 0 is redone
 
 The state never depends on the world size except for the round in flight, whose checkpoint may
-(docs/design.md, "Contracts": runs resume). Only rank 0 writes; every write is a temp file renamed into place.
+(docs/design.md, "Contracts": runs resume), and the rewind point, which is a step of the round 0
+the masks came from. Only rank 0 writes (through ``dist.on_main``, so its failure reaches every
+rank); every write is a temp file renamed into place.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ published ``uniter-mini/pretrain/s60`` is exactly round N of run R.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from lottery.tickets import TicketError, TicketStore, default_root
@@ -35,3 +36,12 @@ def publish(run_dir: Path, sparsity: float, alias: str, store_root: str | Path |
         f"published {alias} -> {ticket_id[:12]} ({found:.2%} sparse, {source_alias} of {run_dir}) in {store.root}"
     )
     return ticket_id
+
+
+def publish_all(
+    run_dir: Path, targets: Mapping[float, str], store_root: str | Path | None = None
+) -> dict[str, str]:
+    """`publish` of each sparsity -> alias of `targets` (``imp.publish``), in sparsity order; alias -> id."""
+    return {
+        alias: publish(run_dir, sparsity, alias, store_root) for sparsity, alias in sorted(targets.items())
+    }

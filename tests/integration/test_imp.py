@@ -20,12 +20,21 @@ from lottery.tickets import TicketStore
 pytestmark = pytest.mark.distributed
 
 
+def shapes_overrides(shapes_dir: Path) -> list[str]:
+    """The `data.*` settings the shapes world in `shapes_dir` was built with: a job asking for other
+    ones is refused (ensure_data), so theta0 must ask for these."""
+    built = json.loads((shapes_dir / "meta.json").read_text())["config"]
+    keys = ("seed", "train_samples", "val_samples", "samples_per_shard", "feat_dim")
+    keys += ("min_objects", "max_objects", "mentions_per_caption")
+    return [f"data.{key}={built[key]}" for key in keys if key in built]
+
+
 def write_config(
     path: Path, shapes_dir: Path, model_dir: Path, *, zero: int, steps: int = 2, **imp: object
 ) -> Path:
     config = {
         "runs_dir": str(path.parent / "runs"),
-        "theta0_overrides": theta0_overrides(shapes_dir, model_dir),
+        "theta0_overrides": theta0_overrides(shapes_dir, model_dir) + shapes_overrides(shapes_dir),
         "optim": {"lr": 1e-4, "warmup_steps": 1},
         "train": {
             "steps": steps,
@@ -41,6 +50,14 @@ def write_config(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def lighten(config: Path) -> Path:
+    """Checkpoint and validate only at a round's end: for tests that never resume a round mid-way."""
+    text = yaml.safe_load(config.read_text())
+    text["train"].update(ckpt_every=100, val_every=100)
+    config.write_text(yaml.safe_dump(text))
+    return config
 
 
 def launch(config: Path, cache: Path, *, ranks: int = 2, fault: str = "", check: bool = True):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from tiny import save_tiny
 
 from lottery.config import ConfigError, ImpConfig, load_config
 from lottery.faults import fault_point
@@ -11,7 +14,7 @@ from lottery.sparsity.maskset import MaskSet
 from lottery.tickets import TicketError, TicketMeta, TicketStore
 from lottery.train.imp import check_config
 from lottery.train.imp_state import ImpState, round_alias, run_dir_for, run_identity
-from lottery.train.publish import closest_round, publish
+from lottery.train.publish import closest_round, publish, publish_all
 
 
 def config(*overrides: str) -> ImpConfig:
@@ -75,6 +78,10 @@ def test_publish_takes_the_closest_round_and_keeps_its_id(tmp_path, capsys):
     published = publish(run, 0.6, "tiny/s60", tmp_path / "store")
     assert published == ids[3] == TicketStore(tmp_path / "store").resolve("tiny/s60")
     assert "published tiny/s60" in capsys.readouterr().out
+    assert publish_all(run, {0.6: "tiny/b", 0.2: "tiny/a"}, tmp_path / "store") == {
+        "tiny/a": ids[1],
+        "tiny/b": ids[3],
+    }
     with pytest.raises(TicketError, match="no round masks"):
         closest_round(tmp_path / "empty", 0.6)
 
@@ -115,3 +122,61 @@ def test_a_sweep_names_each_job_by_its_tickets_id_not_its_alias(tmp_path):
     assert finetune_run_dir(before[0]) != finetune_run_dir(after[0])
     assert finetune_run_dir(before[0]).name.startswith(f"vqa-{first[:12]}-theta0-")
     assert finetune_run_dir(before[1]) == finetune_run_dir(after[1])
+
+
+def test_a_later_round_takes_only_the_rewind_point_round_0_saved(tmp_path):
+    """A model directory built where the point should be (ensure_model from BERT) is not the point."""
+    from lottery.train.imp_rewind import require_rewind_point
+
+    with pytest.raises(RuntimeError, match=f"rewind point {tmp_path / 'rewind'} is missing: .* step 3"):
+        require_rewind_point(tmp_path, 3)
+    save_tiny(tmp_path / "rewind")  # a complete model directory, but not written as a rewind point
+    with pytest.raises(RuntimeError, match="rewind point .* has no rewind.json"):
+        require_rewind_point(tmp_path, 3)
+    (tmp_path / "rewind" / "rewind.json").write_text(json.dumps({"step": 2, "world_size": 1}))
+    with pytest.raises(RuntimeError, match="holds step 2, this run rewinds to step 3"):
+        require_rewind_point(tmp_path, 3)
+    (tmp_path / "rewind" / "rewind.json").write_text(json.dumps({"step": 3, "world_size": 1}))
+    assert require_rewind_point(tmp_path, 3) == tmp_path / "rewind"
+
+
+def test_the_rewind_point_is_replaced_unless_this_round_0_wrote_it(tmp_path):
+    """A point from another world size, or with no record, is stale: the new one replaces it."""
+    from lottery.models.uniter import from_pretrained
+    from lottery.train.imp_rewind import _write_rewind_point, rewind_record
+
+    theta0 = save_tiny(tmp_path / "theta0")
+    (theta0 / "vocab.txt").write_text("[PAD]\n")
+    weights = {k: v + 1.0 for k, v in from_pretrained(theta0).state_dict().items()}
+    save_tiny(tmp_path / "run" / "rewind", seed=1)  # stale: no record
+    _write_rewind_point(weights, theta0, tmp_path / "run", 2)
+    assert rewind_record(tmp_path / "run") == {"step": 2, "world_size": 1}
+    saved = from_pretrained(tmp_path / "run" / "rewind").state_dict()
+    assert all(torch.equal(saved[k], weights[k]) for k in saved)
+    before = (tmp_path / "run" / "rewind" / "model.safetensors").stat().st_mtime_ns
+    _write_rewind_point({}, theta0, tmp_path / "run", 2)  # written by this round 0: kept as is
+    assert (tmp_path / "run" / "rewind" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_every_rank_0_site_of_imp_is_listed_in_its_docstring_and_can_be_injected(tmp_path, monkeypatch):
+    """The site names are the interface of LOTTERY_RAISE: each one in the code is documented, and
+    one process reaching a site raises the injected fault there."""
+    import re
+    from pathlib import Path
+
+    import lottery.train.imp as imp_module
+    from lottery.faults import InjectedFault
+    from lottery.train.imp import ImpRun
+
+    sources = [Path(imp_module.__file__), Path(imp_module.__file__).with_name("imp_rewind.py")]
+    used = {name for path in sources for name in re.findall(r'what="(imp\.[a-z_]+)"', path.read_text())}
+    listed = set(re.findall(r"``(imp\.[a-z_]+)``:", imp_module.__doc__ or ""))
+    assert used == listed and {"imp.state", "imp.prune", "imp.publish", "imp.config"} <= used
+    run = ImpRun(config(f"runs_dir={tmp_path}"), None, tmp_path, "t0", tmp_path / "run")  # type: ignore[arg-type]
+    monkeypatch.setenv("LOTTERY_RAISE", "imp.state")
+    with pytest.raises(InjectedFault, match="injected fault at imp.state"):
+        run._state()
+    monkeypatch.setenv("LOTTERY_RAISE", "imp.config")
+    with pytest.raises(InjectedFault, match="imp.config"):
+        run.run()
+    assert not (tmp_path / "run" / "config.yaml").exists()
