@@ -140,8 +140,25 @@ class SparsityConfig:
 
 
 @dataclass(frozen=True)
+class Theta0Options:
+    """How a job treats the theta0 that this (pre-training) config builds, not what theta0 is.
+
+    ``require_criteria``: refuse (exit 2, one line) a theta0 that failed its criteria, instead of using
+    it with a warning and ``theta0_passed: false`` in the job's metrics. A job sets it on the config
+    theta0 is built from: ``theta0_overrides=[theta0.require_criteria=true]`` (fine-tune, IMP) or
+    ``lottery theta0 theta0.require_criteria=true``. `lottery.train.theta0.identity` leaves this section
+    out, so it never changes which theta0 a config names.
+    """
+
+    require_criteria: bool = False
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
-    """Everything ``lottery pretrain`` needs; ``run_dir`` holds metrics, checkpoints and the final model."""
+    """Everything ``lottery pretrain`` needs; ``run_dir`` holds metrics, checkpoints and the final model.
+
+    ``theta0`` only matters when the config builds a theta0 (see `Theta0Options`).
+    """
 
     run_dir: str = "runs/pretrain"
     data: DataConfig = field(default_factory=DataConfig)
@@ -150,6 +167,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    theta0: Theta0Options = field(default_factory=Theta0Options)
 
 
 DEFAULT_SCHEDULE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

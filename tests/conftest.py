@@ -16,6 +16,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# the small shapes world of the tests; jobs pointed at it pass the same `data.*` (a world built from
+# other settings is refused)
+SHAPES = {"seed": 0, "train_samples": 512, "val_samples": 64, "samples_per_shard": 128, "feat_dim": 256}
+
+
+def shapes_overrides() -> dict[str, object]:
+    return {f"data.{key}": value for key, value in SHAPES.items()}
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +30,7 @@ def shapes_dir(tmp_path_factory) -> Path:
     from lottery.data.shards import ShapesConfig, build_shapes
 
     out = tmp_path_factory.mktemp("data") / "shapes"
-    return build_shapes(
-        out, ShapesConfig(seed=0, train_samples=512, val_samples=64, samples_per_shard=128, feat_dim=256)
-    )
+    return build_shapes(out, ShapesConfig(**SHAPES))
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +88,7 @@ def quick_overrides(run_dir: Path, shapes_dir: Path, model_dir: Path, **extra: o
     """A pre-training run small enough for CI: 12 steps of batch 8 on the small shapes world."""
     values: dict[str, object] = {
         "run_dir": run_dir,
+        **shapes_overrides(),
         "data.dir": shapes_dir,
         "model.dir": model_dir,
         "data.num_workers": 0,
@@ -109,6 +115,7 @@ def theta0_cache(tmp_path_factory) -> Path:
 def theta0_overrides(shapes_dir: Path, model_dir: Path) -> list[str]:
     """`theta0_overrides` of IMP and fine-tune configs: a 4-step theta0 on the small shapes world."""
     values = {
+        **shapes_overrides(),
         "data.dir": shapes_dir,
         "model.dir": model_dir,
         "data.num_workers": 0,

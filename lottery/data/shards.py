@@ -180,20 +180,34 @@ def _atomic(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
-def _check_same_config(meta_path: Path, cfg: ShapesConfig) -> None:
+def config_changes(meta_path: Path, cfg: ShapesConfig) -> list[tuple[str, Any, Any]]:
+    """(field, built with, asked for) for each setting where `cfg` differs from the build `meta_path` records.
+
+    A field the meta does not record was added after that build, which therefore used its default.
+    An unreadable meta raises ValueError naming the file.
+    """
     try:
-        stored = json.loads(meta_path.read_text())["config"]
+        stored = json.loads(Path(meta_path).read_text())["config"]
+        if not isinstance(stored, dict):
+            raise TypeError(f"config is {type(stored).__name__}, not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(
-            f"{meta_path}: unreadable shapes meta ({exc}); delete {meta_path.parent} to rebuild the dataset"
+            f"{meta_path}: unreadable shapes meta ({exc}); delete {Path(meta_path).parent} to rebuild the dataset"
         ) from exc
+    defaults = asdict(ShapesConfig())
+    built = {**defaults, **stored}
     wanted = asdict(cfg)
-    if stored != wanted:
-        changed = ", ".join(
-            f"{k} {stored.get(k)!r} -> {wanted.get(k)!r}"
-            for k in sorted(set(stored) | set(wanted))
-            if stored.get(k) != wanted.get(k)
-        )
+    return [
+        (k, built.get(k), wanted.get(k))
+        for k in sorted(set(built) | set(wanted))
+        if built.get(k) != wanted.get(k)
+    ]
+
+
+def _check_same_config(meta_path: Path, cfg: ShapesConfig) -> None:
+    changes = config_changes(meta_path, cfg)
+    if changes:
+        changed = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes)
         raise ValueError(
             f"{meta_path.parent} already holds a shapes dataset with another config ({changed}); "
             f"write to another directory, or delete {meta_path.parent} to rebuild it"

@@ -34,6 +34,10 @@ class Result:
     chance: float | None = None  # the primary metric of the prior / random predictor on the same val set
     ticket_id: str = ""  # the ticket's full id ("" dense)
     store: str = ""  # the ticket store the fine-tune read it from, as its config named it ("" = default)
+    # whether the run's theta0 passed its criteria; None: recorded before fine-tunes recorded it
+    theta0_passed: bool | None = None
+    theta0_failed: str = ""  # the criteria it failed, "; "-joined
+    theta0_dir: str = ""
 
     @property
     def variant(self) -> str:
@@ -53,6 +57,15 @@ def _source(tasks: list[str]) -> str:
 def _chance(record: dict) -> float | None:
     chance = record.get("chance")  # absent in runs made before it was recorded
     return None if chance is None else float(chance[PRIMARY[record["task"]]])
+
+
+def _theta0(record: dict) -> dict:
+    passed = record.get("theta0_passed")
+    return {
+        "theta0_passed": None if passed is None else bool(passed),
+        "theta0_failed": "; ".join(record.get("theta0_failed") or ()),
+        "theta0_dir": str(record.get("theta0_dir", "")),
+    }
 
 
 def collect(run_dirs: list[Path]) -> list[Result]:
@@ -82,6 +95,7 @@ def collect(run_dirs: list[Path]) -> list[Result]:
                         chance=_chance(record),
                         ticket_id=str(meta.get("id", "")),
                         store=str((record.get("config") or {}).get("store", "")) if meta else "",
+                        **_theta0(record),
                     )
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:

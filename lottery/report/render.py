@@ -17,6 +17,8 @@ from lottery.tasks.downstream.examples import TASK_NAMES
 CHANCE = {"snli-ve": 1 / 3, "nlvr2": 0.5, "vcr": 1 / 16}
 # how far above chance a dense score must be for the task to count in "% of dense" means
 CHANCE_MARGIN = 0.05
+# the mark of a row whose runs started from a theta0 that failed its criteria (kept apart from the others)
+THETA0_FAILED = " [theta0 failed]"
 
 
 def _mean(values: list[float]) -> float:
@@ -37,9 +39,24 @@ def table(results: list[Result]) -> tuple[list[str], dict[tuple[str, float], dic
     cells: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         label = r.variant if r.source in ("-", "pretrain") else f"{r.variant} ({r.source} ticket)"
+        label += THETA0_FAILED if r.theta0_passed is False else ""
         cells[label, round(r.sparsity, 4)][r.task].append(r.score)
     tasks = [t for t in TASK_NAMES if any(r.task == t for r in results)]
     return tasks, {key: {t: _mean(v) for t, v in row.items()} for key, row in sorted(cells.items())}
+
+
+def theta0_notes(results: list[Result]) -> list[str]:
+    """One line per failed theta0 the runs started from: where it is, which criteria it failed."""
+    failed = {r.theta0_dir: r.theta0_failed for r in results if r.theta0_passed is False}
+    if not failed:
+        return []
+    lines = [
+        f"`{THETA0_FAILED.strip()}`: the row's fine-tunes started from a theta0 that failed its criteria, "
+        "so its scores say less about the tickets than a theta0 that learned the world would:"
+    ]
+    for directory, criteria in sorted(failed.items()):
+        lines.append(f"- {directory or '(theta0 not recorded)'}: failed {criteria or '(not recorded)'}")
+    return lines
 
 
 def informative_tasks(results: list[Result], margin: float = CHANCE_MARGIN) -> list[str]:
@@ -73,6 +90,9 @@ def markdown(results: list[Result]) -> str:
                 cells.append(f"{row[t]:.3f}")
         mean = f"{_mean(percents):.1f}%" if percents else "-"
         lines.append(f"| {variant} | {sparsity:.0%} | " + " | ".join(cells) + f" | {mean} |")
+    notes = theta0_notes(results)
+    if notes:
+        lines += ["", *notes]
     left_out = [t for t in tasks if t in dense and t not in counted]
     if left_out:
         lines += [
@@ -120,7 +140,7 @@ def plot_sparsity(results: list[Result], out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for (variant, sparsity), row in rows.items():
-            if task in row and variant != "dense":
+            if task in row and variant.removesuffix(THETA0_FAILED) != "dense":
                 lines[variant].append((sparsity, row[task]))
         for variant, points in sorted(lines.items()):
             xs, ys = zip(*sorted(points), strict=True)

@@ -1,8 +1,11 @@
 """What a job needs before it trains: the shards and the starting model directory, built once.
 
 Collective: rank 0 builds whatever is missing (the shapes world, a UNITER from a BERT) while the other
-ranks wait at a barrier; then every rank reads the same directories. Both builders write atomically
-(temp names, renamed at the end), so a job killed mid-build leaves nothing that looks complete.
+ranks wait at a barrier, and refuses a shapes world built from other settings than the job's `data.*`;
+then every rank reads the same directories. The shapes world is built or checked through
+``dist.on_main`` (site ``assets.shapes_world``), so a refusal stops every rank at once. Both builders
+write atomically (temp names, renamed at the end), so a job killed mid-build leaves nothing that
+looks complete.
 """
 
 from __future__ import annotations
@@ -10,33 +13,69 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lottery import dist
-from lottery.config import DataConfig, ModelConfig
+from lottery.config import ConfigError, DataConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from lottery.data.shards import ShapesConfig
+
+
+# DataConfig's name for each ShapesConfig field it sets (the others keep their defaults)
+_DATA_KEYS = (
+    "seed",
+    "train_samples",
+    "val_samples",
+    "samples_per_shard",
+    "feat_dim",
+    "min_objects",
+    "max_objects",
+    "mentions_per_caption",
+)
+
+
+def shapes_config(data: DataConfig) -> ShapesConfig:
+    """The shapes world that `data` asks for."""
+    from lottery.data.shards import ShapesConfig
+
+    return ShapesConfig(**{key: getattr(data, key) for key in _DATA_KEYS})
 
 
 def ensure_data(data: DataConfig) -> Path:
-    """The shards directory; the shapes world is generated there when its ``meta.json`` is missing."""
-    out = Path(data.dir)
-    if dist.is_main() and not (out / "meta.json").is_file():
-        from lottery.data.shards import ShapesConfig, build_shapes
+    """The shards directory: the shapes world `data` asks for, generated there on first use (collective).
 
-        print(f"building the shapes world in {out} (first run only)", flush=True)
-        build_shapes(
-            out,
-            ShapesConfig(
-                seed=data.seed,
-                train_samples=data.train_samples,
-                val_samples=data.val_samples,
-                samples_per_shard=data.samples_per_shard,
-                feat_dim=data.feat_dim,
-                min_objects=data.min_objects,
-                max_objects=data.max_objects,
-                mentions_per_caption=data.mentions_per_caption,
-            ),
-        )
-    dist.barrier()
+    A directory already holding a world built from other settings is refused (ConfigError, on every
+    rank) rather than reused or rebuilt: reusing it would train on scenes the config does not describe
+    (while theta0's cache key says otherwise), and rebuilding it would change the data under the runs,
+    task datasets (`tasks/`) and models built for it, which may be in use. It is not ours to replace.
+    """
+    out = Path(data.dir)
+    dist.on_main(lambda: _build_or_check(out, shapes_config(data)), what="assets.shapes_world")
     return out
+
+
+def _build_or_check(out: Path, wanted: ShapesConfig) -> None:
+    from lottery.data.shards import build_shapes, config_changes
+
+    meta = out / "meta.json"
+    if not meta.is_file():
+        print(f"building the shapes world in {out} (first run only)", flush=True)
+        build_shapes(out, wanted)
+        return
+    try:
+        changes = config_changes(meta, wanted)
+    except ValueError as err:
+        raise ConfigError(f"data.dir: {err}") from None
+    if changes:
+        named = ", ".join(
+            f"{'data.' if key in _DATA_KEYS else ''}{key} built {built!r}, asked {asked!r}"
+            for key, built, asked in changes
+        )
+        raise ConfigError(
+            f"data.dir {out} holds a shapes world built from other settings ({named}); set data.dir to "
+            f"another directory, or delete {out} to rebuild it with these"
+        )
 
 
 def data_meta(data_dir: Path) -> dict:

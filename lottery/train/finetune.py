@@ -1,9 +1,12 @@
 """``lottery finetune``: one downstream task from theta0 (or theta0' / theta0'') under a ticket.
 
-Read top to bottom: theta0 (built once, its criteria printed) -> the task's data -> UniterForTask with
-the start's backbone and a fresh head -> DeepSpeed engine -> the ticket (rank 0 reads and verifies it,
-broadcast, refused before any step if it was cut from another model) -> steps -> the task's metric on
-val -> ``metrics.json`` (and ``model/`` unless ``save_model=false``).
+Read top to bottom: the ticket's id (the alias resolved once, by rank 0, broadcast) -> theta0 (built
+once, its criteria printed, its verdict recorded in the metrics) -> the task's data -> UniterForTask with
+the start's backbone and a fresh head -> DeepSpeed engine -> the ticket installed by that id (verified,
+refused before any step if it was cut from another model) -> steps -> the task's metric on val ->
+``metrics.json`` (and ``model/``, a fine-tuned model directory, unless ``save_model=false``).
+
+Rank 0 alone reads theta0's verdict, through ``dist.on_main`` (site ``finetune.theta0_verdict``).
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
 from lottery import dist
-from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_config, to_dict
+from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_config, parse_override, to_dict
 from lottery.files import write_json_atomic
 from lottery.tasks.downstream.chance import chance_metrics
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
@@ -30,9 +34,19 @@ from lottery.train.batches import to_device
 from lottery.train.pretrain import RunHooks
 from lottery.train.starts import STARTS, start_state
 
+if TYPE_CHECKING:
+    from lottery.train.finetune_data import TaskData
+    from lottery.train.theta0 import Theta0Verdict
+
+
+# theta0 overrides that say how the job treats theta0, not which theta0 it is (`Theta0Options`)
+_NOT_IDENTITY_OVERRIDES = ("theta0.require_criteria",)
+
 
 def run_dir_for(config: FinetuneConfig) -> Path:
-    ident = replace(config, runs_dir="", save_model=True, verify_every=0)
+    """`runs_dir/<task>-<ticket>-<init>[-adv]-<digest>`: the digest of what decides the results."""
+    kept = tuple(o for o in config.theta0_overrides if parse_override(o)[0] not in _NOT_IDENTITY_OVERRIDES)
+    ident = replace(config, runs_dir="", save_model=True, verify_every=0, theta0_overrides=kept)
     digest = hashlib.sha256(json.dumps(to_dict(ident), sort_keys=True).encode()).hexdigest()[:10]
     # a resolved ticket is a 64-hex id: its first 12 digits name it, as `lottery ticket list` does
     ticket = config.ticket[:12] if len(config.ticket) == 64 else config.ticket.replace("/", "_")
@@ -90,6 +104,23 @@ def evaluate(
     return task_adapter.metric(gathered, examples)
 
 
+@dataclass
+class _Setup:
+    """Everything the steps need, built in the order that fixes the fresh head's seed."""
+
+    theta0_model: Path
+    bert_model: Path
+    data: TaskData
+    ctx: TaskContext
+    model: UniterForTask
+    engine: Any
+    precision: str
+    dtype: torch.dtype
+    sparsity: SparsityConfig
+    enforcer: Any
+    verdict: Theta0Verdict
+
+
 def finetune(
     config: FinetuneConfig,
     keep_process_group: bool = False,
@@ -102,119 +133,47 @@ def finetune(
     replaces the directory named by the config, and `hooks` let a caller drive the run as it drives a
     pre-training (IMP on a downstream objective: check the start, stop early, prune at the end).
     """
-    from lottery.models.uniter import load_config as load_model_config
-    from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
-    from lottery.train.engine import build_engine, working_dtype
-    from lottery.train.finetune_data import prepare_task_data
-    from lottery.train.theta0 import ensure_theta0
-    from lottery.train.ticketed import attach_ticket, check_every, verify_now
+    from lottery.train.ticketed import verify_now
 
     check_config(config)
     launch = dist.init()
     main = dist.is_main()
     out = run_dir or run_dir_for(config)
     hooks = hooks or RunHooks()
-    theta0_config = load_config(config.theta0, list(config.theta0_overrides))
-    theta0_model = ensure_theta0(theta0_config)
-    if theta0_model is None:
-        raise RuntimeError("theta0 stopped before its last step; run `lottery theta0` to finish it")
-    scenes_dir = ensure_data(theta0_config.data)
-    bert_model = ensure_model(theta0_config.model, scenes_dir)
-    tokenizer = load_tokenizer(bert_model)
-    data = prepare_task_data(config.task, scenes_dir, bert_model, config.data)
-    ctx = TaskContext(
-        lambda text: tokenizer(text)["input_ids"],
-        data.features,
-        answers=data.answers,
-        negatives=config.data.negatives,
-    )
-    if main:
-        print(
-            f"lottery finetune {config.task}: {launch.world_size} rank(s), ticket {config.ticket}, start "
-            f"{config.init}, {len(data.train)} train / {len(data.val)} val examples -> {out}",
-            flush=True,
-        )
-    torch.manual_seed(config.train.seed)  # the fresh head: the same in every run of this config
-    model = UniterForTask(load_model_config(theta0_model), config.task, num_outputs=len(data.answers) or None)
-    state = start_state(config.init, theta0_model, bert_model, config.init_seed)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not name.startswith("head.") for name in missing):
-        raise ValueError(
-            f"start {config.init}: weights do not fit the task model ({unexpected[:3]} {missing[:3]})"
-        )
-    engine, precision = build_engine(model, config.train, config.optim)
-    dtype = working_dtype(precision)
-    sparsity = SparsityConfig(
-        ticket="" if config.ticket == "dense" else config.ticket,
-        store=config.store,
-        scope=config.scope,
-        verify_every=config.verify_every,
-    )
-    enforcer = attach_ticket(engine, sparsity)
+    # the alias is resolved once, here: an alias moved while this job runs must not change what it trained
+    ticket = resolve_ticket(config)
+    run = _setup(config, ticket, out, launch.world_size)
     if hooks.on_start is not None:
-        hooks.on_start(engine)
-    task_adapter = adapter(config.task)
-    objective = task_adapter
-    if config.adversarial.enabled:
-        from lottery.tasks.downstream.adversarial import AdversarialLoss
-
-        objective = AdversarialLoss(task_adapter, config.adversarial)
-    train = config.train
-    world, rank = dist.world_size(), dist.rank()
-    per_step = train.batch_size * world
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(train.seed)).tolist()
-    history = []
-    progress = tqdm(total=train.steps, disable=not main, desc=f"finetune {config.task}", dynamic_ncols=True)
+        hooks.on_start(run.engine)
     began = time.perf_counter()
-    engine.train()
-    steps = hooks.end_step or train.steps
-    for step in range(1, steps + 1):
-        start = ((step - 1) * per_step) % max(1, len(order) - per_step + 1)
-        chunk = order[start + rank * train.batch_size : start + (rank + 1) * train.batch_size]
-        generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step * 101 + rank)
-        batch = task_adapter.collate([data.train[i] for i in chunk], ctx, generator)
-        loss, _ = engine(to_device(batch, engine.device, dtype), objective)
-        engine.backward(loss)
-        if enforcer is not None:
-            enforcer.before_step()
-        engine.step()
-        check_every(enforcer, sparsity, step)
-        if hooks.on_step is not None and hooks.on_step(engine, step):
-            steps = step
-            break
-        progress.update(1)
-        progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-        if train.val_every and step % train.val_every == 0 and step != steps:
-            history.append(
-                {"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size, dtype)}
-            )
-            if main:
-                tqdm.write(f"step {step} val {history[-1]}")
-    progress.close()
-    final = evaluate(engine, config.task, data.val, ctx, train.batch_size, dtype)
+    history, steps = _train(config, run, hooks)
+    final = evaluate(run.engine, config.task, run.data.val, run.ctx, config.train.batch_size, run.dtype)
     result = {
         "task": config.task,
         "metrics": final,
-        "chance": chance_metrics(config.task, data.train, data.val, ctx),
+        "chance": chance_metrics(config.task, run.data.train, run.data.val, run.ctx),
         "history": history,
         "ticket": config.ticket,
-        "ticket_meta": None if enforcer is None else _ticket_meta(config),
-        "sparsity": 0.0 if enforcer is None else enforcer.masks.sparsity,
+        "ticket_meta": None if ticket is None else ticket.meta,
+        "sparsity": 0.0 if run.enforcer is None else run.enforcer.masks.sparsity,
         "init": config.init,
         "adversarial": config.adversarial.enabled,
-        "world_size": world,
-        "precision": precision,
+        "world_size": dist.world_size(),
+        "precision": run.precision,
         "steps": steps,
-        "train_examples": len(data.train),
-        "val_examples": len(data.val),
+        "train_examples": len(run.data.train),
+        "val_examples": len(run.data.val),
         "seconds": round(time.perf_counter() - began, 1),
+        "theta0_dir": run.verdict.directory,
+        "theta0_passed": run.verdict.passed,
+        "theta0_failed": list(run.verdict.failed),
         "config": to_dict(config),
     }
-    verify_now(enforcer, f"at the end of the fine-tune (step {steps})")
+    verify_now(run.enforcer, f"at the end of the fine-tune (step {steps})")
     if hooks.on_done is not None:
-        hooks.on_done(engine)
+        hooks.on_done(run.engine)
     if config.save_model and hooks.save_model:
-        _save_model(engine, model, config, out, bert_model)
+        _save_model(run, config, out)
     if main:
         write_json_atomic(out / "metrics.json", result)
         print(
@@ -228,32 +187,157 @@ def finetune(
     return result
 
 
-def _ticket_meta(config: FinetuneConfig) -> dict:
-    """Where the ticket came from (id, method, tasks, IMP round): what the report groups by."""
-    from lottery.tickets import TicketStore, default_root
+@dataclass(frozen=True)
+class ResolvedTicket:
+    """The ticket a fine-tune trains under, read once: its full id and where it came from."""
 
-    ticket = TicketStore(config.store or default_root()).load(config.ticket)
+    id: str
+    meta: dict
+
+
+def resolve_ticket(config: FinetuneConfig) -> ResolvedTicket | None:
+    """The configured ticket's id and provenance, read by rank 0 and broadcast (collective); None: dense.
+
+    Everything after uses this id, never the alias again: the engine installs the ticket by id, and
+    metrics.json names it, so a re-published alias cannot make the record name another ticket.
+    """
+    if config.ticket in ("dense", ""):
+        return None
+    from lottery.tickets import default_root
+    from lottery.tickets.distributed import load_broadcast
+
+    ticket = load_broadcast(
+        config.store or default_root(), config.ticket, expect_fingerprint=None, expect_scope=None
+    )
     meta = ticket.meta
-    return {"id": ticket.id, "method": meta.method, "tasks": list(meta.tasks), "imp_round": meta.imp_round}
+    return ResolvedTicket(
+        ticket.id,
+        {"id": ticket.id, "method": meta.method, "tasks": list(meta.tasks), "imp_round": meta.imp_round},
+    )
 
 
-def _save_model(engine, model: UniterForTask, config: FinetuneConfig, out: Path, tokenizer_dir: Path) -> None:
-    """`out/model/`: config.json (+ task and head size), model.safetensors, tokenizer; written whole or not at all."""
-    from safetensors.torch import save_file
+def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, world: int) -> _Setup:
+    """theta0 (built once, its verdict read), the task's data, the model from the start, engine, ticket."""
+    from lottery.models.uniter import load_config as load_model_config
+    from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
+    from lottery.train.engine import build_engine, working_dtype
+    from lottery.train.finetune_data import prepare_task_data
+    from lottery.train.theta0 import ensure_theta0, read_verdict
+    from lottery.train.ticketed import attach_ticket
 
-    from lottery.models.uniter import tokenizer_files
+    theta0_config = load_config(config.theta0, list(config.theta0_overrides))
+    theta0_model = ensure_theta0(theta0_config)
+    if theta0_model is None:
+        raise RuntimeError("theta0 stopped before its last step; run `lottery theta0` to finish it")
+    verdict = dist.on_main(lambda: read_verdict(theta0_model.parent), what="finetune.theta0_verdict")
+    scenes_dir = ensure_data(theta0_config.data)
+    bert_model = ensure_model(theta0_config.model, scenes_dir)
+    tokenizer = load_tokenizer(bert_model)
+    data = prepare_task_data(config.task, scenes_dir, bert_model, config.data)
+    ctx = TaskContext(
+        lambda text: tokenizer(text)["input_ids"],
+        data.features,
+        answers=data.answers,
+        negatives=config.data.negatives,
+    )
+    if dist.is_main():
+        named = "" if ticket is None or ticket.id == config.ticket else f" (= {ticket.id[:12]})"
+        print(
+            f"lottery finetune {config.task}: {world} rank(s), ticket {config.ticket}{named}, start "
+            f"{config.init}, {len(data.train)} train / {len(data.val)} val examples -> {out}",
+            flush=True,
+        )
+    torch.manual_seed(config.train.seed)  # the fresh head: the same in every run of this config
+    model = UniterForTask(load_model_config(theta0_model), config.task, num_outputs=len(data.answers) or None)
+    state = start_state(config.init, theta0_model, bert_model, config.init_seed)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not name.startswith("head.") for name in missing):
+        raise ValueError(
+            f"start {config.init}: weights do not fit the task model ({unexpected[:3]} {missing[:3]})"
+        )
+    engine, precision = build_engine(model, config.train, config.optim)
+    sparsity = SparsityConfig(
+        ticket="" if ticket is None else ticket.id,
+        store=config.store,
+        scope=config.scope,
+        verify_every=config.verify_every,
+    )
+    enforcer = attach_ticket(engine, sparsity)
+    return _Setup(
+        theta0_model,
+        bert_model,
+        data,
+        ctx,
+        model,
+        engine,
+        precision,
+        working_dtype(precision),
+        sparsity,
+        enforcer,
+        verdict,
+    )
+
+
+def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[dict], int]:
+    """The steps (with the ticket kept and checked) and the periodic validations; (history, last step)."""
+    from lottery.train.ticketed import check_every
+
+    task_adapter = adapter(config.task)
+    objective = task_adapter
+    if config.adversarial.enabled:
+        from lottery.tasks.downstream.adversarial import AdversarialLoss
+
+        objective = AdversarialLoss(task_adapter, config.adversarial)
+    train, engine, data, ctx, enforcer = config.train, run.engine, run.data, run.ctx, run.enforcer
+    world, rank = dist.world_size(), dist.rank()
+    per_step = train.batch_size * world
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(train.seed)).tolist()
+    history = []
+    main = dist.is_main()
+    progress = tqdm(total=train.steps, disable=not main, desc=f"finetune {config.task}", dynamic_ncols=True)
+    engine.train()
+    steps = hooks.end_step or train.steps
+    for step in range(1, steps + 1):
+        start = ((step - 1) * per_step) % max(1, len(order) - per_step + 1)
+        chunk = order[start + rank * train.batch_size : start + (rank + 1) * train.batch_size]
+        generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step * 101 + rank)
+        batch = task_adapter.collate([data.train[i] for i in chunk], ctx, generator)
+        loss, _ = engine(to_device(batch, engine.device, run.dtype), objective)
+        engine.backward(loss)
+        if enforcer is not None:
+            enforcer.before_step()
+        engine.step()
+        check_every(enforcer, run.sparsity, step)
+        if hooks.on_step is not None and hooks.on_step(engine, step):
+            steps = step
+            break
+        progress.update(1)
+        progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+        if train.val_every and step % train.val_every == 0 and step != steps:
+            history.append(
+                {"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size, run.dtype)}
+            )
+            if main:
+                tqdm.write(f"step {step} val {history[-1]}")
+    progress.close()
+    return history, steps
+
+
+def _save_model(run: _Setup, config: FinetuneConfig, out: Path) -> None:
+    """`out/model/`: a fine-tuned model directory (models/uniter/finetuned.py); written whole or not at all.
+
+    Collective (the weights are gathered); rank 0 writes.
+    """
+    from lottery.models.uniter import TaskHead, save_finetuned, tokenizer_files
     from lottery.train.weights import full_state_dict
 
-    state = full_state_dict(engine)
+    state = full_state_dict(run.engine)
     if not dist.is_main():
         return
+    head = TaskHead(config.task, run.model.head[-1].out_features, tuple(run.data.answers))
     partial = out / ".model.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(partial / "model.safetensors"))
-    description = {**model.config.__dict__, "task": config.task, "num_outputs": model.head[-1].out_features}
-    (partial / "config.json").write_text(json.dumps(description, indent=2, default=str))
-    for name, source in tokenizer_files(tokenizer_dir).items():
-        shutil.copyfile(source, partial / name)
+    save_finetuned(state, run.model.config, head, partial, tokenizer_files(run.bert_model))
     shutil.rmtree(out / "model", ignore_errors=True)
     partial.rename(out / "model")

@@ -3,37 +3,83 @@
 A theta0 lives in a cache directory keyed by the digest of the pre-training config that makes it
 (`~/.cache/vl-lottery/theta0/<digest>/` unless `theta0_cache` or `$LOTTERY_THETA0_CACHE` says
 otherwise): the pre-training run itself (checkpoints, metrics.jsonl, model/), then its criteria
-(`criteria.json`), its learning curves (`curves.png`) and, written last, `DONE`. Without `DONE` a
-theta0 is unfinished: the next job resumes the run from its latest checkpoint, and never uses it as is.
+(`criteria.json`), its verdict (`verdict.json`: passed or not, and which criteria failed), its learning
+curves (`curves.png`) and, written last, `DONE`. Without `DONE` a theta0 is unfinished: the next job
+resumes the run from its latest checkpoint, and never uses it as is.
+
+A theta0 that failed its criteria is still a theta0 (a short budget may be all there is), but no job
+may use it unremarked: every job that calls `ensure_theta0` prints one line saying so, records
+`theta0_passed: false`, and refuses it outright under `theta0.require_criteria=true`.
+
+Rank 0 alone reads and records the verdict, through ``dist.on_main`` (site ``theta0.verdict``), so
+every rank takes the same decision to refuse it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 from pathlib import Path
 
 from lottery import dist
-from lottery.config import PretrainConfig, SparsityConfig, digest
-from lottery.files import write_json_atomic
+from lottery.config import ConfigError, PretrainConfig, SparsityConfig, Theta0Options, digest
+from lottery.files import write_json_atomic, write_text_atomic
 
 CACHE_ENV = "LOTTERY_THETA0_CACHE"
 DONE = "DONE"
+VERDICT = "verdict.json"
+
+# Sections of a PretrainConfig that say how jobs treat theta0, not what it is. They are left out of the
+# identity, so adding one never moves an existing theta0 to another cache directory (nor changes the
+# digest IMP runs and their tickets record).
+NOT_IDENTITY = ("theta0",)
+Theta0Identity = make_dataclass(
+    "Theta0Identity",
+    [(f.name, f.type) for f in fields(PretrainConfig) if f.name not in NOT_IDENTITY],
+    frozen=True,
+)
+
+
+class Theta0Refused(ConfigError):
+    """A job asked for a theta0 that passed its criteria (``theta0.require_criteria``) and got one that did not."""
+
+
+@dataclass(frozen=True)
+class Theta0Verdict:
+    """Whether a theta0 passed every criterion, and the names of those it failed."""
+
+    passed: bool
+    failed: tuple[str, ...]
+    directory: str
+
+    def warning(self) -> str:
+        return (
+            f"theta0 {self.directory} FAILED its criteria ({', '.join(self.failed)}): used anyway, and "
+            "recorded as theta0_passed: false (theta0.require_criteria=true refuses it)"
+        )
+
+    def refusal(self) -> str:
+        return (
+            f"theta0 {self.directory} failed its criteria ({', '.join(self.failed)}) and "
+            "theta0.require_criteria is true: pre-train it longer (another train.steps builds another "
+            "theta0) or set theta0.require_criteria=false to use it anyway"
+        )
 
 
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vl-lottery" / "theta0")
 
 
-def identity(config: PretrainConfig) -> PretrainConfig:
-    """The config with what does not change the weights cleared: where it runs, how often it logs."""
-    return replace(
+def identity(config: PretrainConfig) -> Theta0Identity:
+    """What decides the weights: the config without where it runs, how often it logs, or `NOT_IDENTITY`."""
+    cleared = replace(
         config,
         run_dir="",
         train=replace(config.train, stop_after_steps=0, log_every=1, ckpt_every=1, val_every=1),
         sparsity=SparsityConfig(),
     )
+    return Theta0Identity(**{f.name: getattr(cleared, f.name) for f in fields(Theta0Identity)})
 
 
 def theta0_dir(config: PretrainConfig, root: Path | None = None) -> Path:
@@ -44,42 +90,123 @@ def is_done(directory: Path) -> bool:
     return (directory / DONE).is_file() and (directory / "model" / "config.json").is_file()
 
 
+def verdict_of(rows: list, directory: Path) -> Theta0Verdict:
+    """The verdict of a criteria table (`grounding.Criterion` rows, or their dicts)."""
+    rows = [r if isinstance(r, dict) else asdict(r) for r in rows]
+    failed = tuple(r["name"] for r in rows if not r["passed"])
+    return Theta0Verdict(passed=not failed, failed=failed, directory=str(directory))
+
+
+def write_verdict(directory: Path, verdict: Theta0Verdict) -> Path:
+    return write_json_atomic(
+        Path(directory) / VERDICT, {"passed": verdict.passed, "failed": list(verdict.failed)}
+    )
+
+
+def read_verdict(directory: Path) -> Theta0Verdict:
+    """The verdict of the theta0 in `directory` (its cache directory: the parent of its `model/`).
+
+    A theta0 finished before verdicts were recorded has none: it is read from its criteria.json.
+    """
+    directory = Path(directory)
+    path = directory / VERDICT
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            return Theta0Verdict(bool(stored["passed"]), tuple(stored["failed"]), str(directory))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{path}: not a theta0 verdict ({err}); delete it to read criteria.json"
+            ) from None
+    criteria = directory / "criteria.json"
+    if not criteria.is_file():
+        raise FileNotFoundError(f"{directory} has neither {VERDICT} nor criteria.json: not a finished theta0")
+    return verdict_of(json.loads(criteria.read_text())["criteria"], directory)
+
+
 def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int = 512) -> Path | None:
     """The theta0 model directory for `config`, pre-training it first when not built yet (collective).
 
-    Prints its criteria table either way, so every job shows whether its theta0 has learned. Returns
-    None when the build stopped early (`train.stop_after_steps`): the next call resumes it.
+    Prints its criteria table either way, and one line more when it failed them, so every job shows
+    whether its theta0 has learned; with ``theta0.require_criteria`` a failed theta0 raises
+    `Theta0Refused` on every rank. Returns None when the build stopped early
+    (`train.stop_after_steps`): the next call resumes it.
     """
-    from lottery.train.grounding import Criterion, evaluate_model_dir, format_criteria
-    from lottery.train.pretrain import pretrain
-
     if config.sparsity.ticket:
         raise ValueError("theta0 is the dense pre-trained model: run it without sparsity.ticket")
     directory = theta0_dir(config, root)
-    if not is_done(directory):
-        if dist.is_main():
-            print(f"theta0: building {directory} (resumes if a previous build was stopped)", flush=True)
-        pretrain(replace(config, run_dir=str(directory)), keep_process_group=True)
-        dist.barrier()  # rank 0 writes the model after training; every rank must see the same state
-        if not (directory / "model" / "config.json").is_file():
-            return None
-        if dist.is_main():
-            metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
-            write_json_atomic(
-                directory / "criteria.json", {"metrics": metrics, "criteria": [asdict(r) for r in rows]}
-            )
-            from lottery.train.curves import plot_learning_curves
-
-            plot_learning_curves(
-                directory / "metrics.jsonl", directory / "curves.png", f"theta0 {directory.name}"
-            )
-            (directory / DONE).write_text(digest(identity(config)) + "\n")
-        dist.barrier()
-    if dist.is_main():
-        stored = json.loads((directory / "criteria.json").read_text())
-        rows = [Criterion(**row) for row in stored["criteria"]]
-        print(f"theta0 {directory}:\n{format_criteria(rows)}", flush=True)
+    if not is_done(directory) and not _build(config, directory, samples):
+        return None
+    verdict = dist.on_main(lambda: _announce(directory), what="theta0.verdict")
+    if not verdict.passed and config.theta0.require_criteria:
+        raise Theta0Refused(verdict.refusal())
     return directory / "model"
+
+
+def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
+    """Pre-train (or resume) theta0 in `directory`, then record its criteria, verdict, curves and DONE.
+
+    False when the run stopped before its last step. `Theta0Options` are reset for the run itself: how
+    jobs treat theta0 must not make its directory look like another run's.
+    """
+    from lottery.train.grounding import evaluate_model_dir
+    from lottery.train.pretrain import pretrain
+
+    dist.init()  # the barrier below must hold every rank until rank 0 has adopted an older record
+    if dist.is_main():
+        print(f"theta0: building {directory} (resumes if a previous build was stopped)", flush=True)
+        _adopt_older_record(directory)
+    dist.barrier()
+    pretrain(replace(config, run_dir=str(directory), theta0=Theta0Options()), keep_process_group=True)
+    dist.barrier()  # rank 0 writes the model after training; every rank must see the same state
+    if not (directory / "model" / "config.json").is_file():
+        return False
+    if dist.is_main():
+        metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
+        write_json_atomic(
+            directory / "criteria.json", {"metrics": metrics, "criteria": [asdict(r) for r in rows]}
+        )
+        write_verdict(directory, verdict_of(rows, directory))
+        from lottery.train.curves import plot_learning_curves
+
+        plot_learning_curves(
+            directory / "metrics.jsonl", directory / "curves.png", f"theta0 {directory.name}"
+        )
+        write_text_atomic(directory / DONE, digest(identity(config)) + "\n")
+    dist.barrier()
+    return True
+
+
+def _adopt_older_record(directory: Path) -> None:
+    """Add the default `theta0` section to the config.yaml of a build stopped before that section existed.
+
+    Pre-training resumes a run only under the config it recorded; without this, a theta0 build stopped
+    before the section was added could never be finished. Nothing else in the record is touched.
+    """
+    import yaml
+
+    recorded = directory / "config.yaml"
+    if not recorded.is_file():
+        return
+    tree = yaml.safe_load(recorded.read_text())
+    if isinstance(tree, dict) and "theta0" not in tree:
+        tree["theta0"] = asdict(Theta0Options())
+        write_text_atomic(recorded, yaml.safe_dump(tree, sort_keys=False))
+
+
+def _announce(directory: Path) -> Theta0Verdict:
+    """Print the criteria table (and the failure line), recording the verdict of an older theta0 (rank 0)."""
+    from lottery.train.grounding import Criterion, format_criteria
+
+    stored = json.loads((directory / "criteria.json").read_text())
+    rows = [Criterion(**row) for row in stored["criteria"]]
+    print(f"theta0 {directory}:\n{format_criteria(rows)}", flush=True)
+    if not (directory / VERDICT).is_file():
+        write_verdict(directory, verdict_of(rows, directory))
+    verdict = read_verdict(directory)
+    if not verdict.passed:
+        print(verdict.warning(), flush=True)
+    return verdict
 
 
 def seed_summary(directories: list[Path]) -> str:

@@ -29,6 +29,7 @@ def _write(
     chance: float | None = None,
     ticket_id: str = "x" * 64,
     store: str | None = None,
+    theta0_failed: tuple[str, ...] | None = None,
 ) -> None:
     metric = PRIMARY[task]
     meta = (
@@ -47,6 +48,10 @@ def _write(
         record["chance"] = {metric: chance}
     if store is not None:
         record["config"] = {"store": store}
+    if theta0_failed is not None:  # runs record their theta0's verdict
+        record.update(
+            theta0_dir="/cache/theta0/abc", theta0_passed=not theta0_failed, theta0_failed=list(theta0_failed)
+        )
     (root / name).mkdir(parents=True)
     (root / name / "metrics.json").write_text(json.dumps(record))
 
@@ -169,7 +174,7 @@ def test_the_report_checks_each_ticket_per_tensor_and_says_which_it_could_not(tm
     ]
     assert capsys.readouterr().out.startswith(text)  # `lottery report` prints it, warnings included
     csv_header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
-    assert csv_header.endswith(",chance,ticket_id,store")
+    assert csv_header.endswith(",chance,ticket_id,store,theta0_passed,theta0_failed,theta0_dir")
 
 
 def test_a_damaged_ticket_in_the_report_names_its_file_and_the_problem(tmp_path):
@@ -188,3 +193,27 @@ def test_a_damaged_ticket_in_the_report_names_its_file_and_the_problem(tmp_path)
         line for line in text.splitlines() if line.startswith(f"- ticket {ticket[:12]} was not checked")
     )
     assert f"per tensor: {path}: hash check failed" in note and "truncated/unreadable safetensors" in note
+
+
+def test_rows_from_a_theta0_that_failed_its_criteria_are_marked_and_kept_apart(tmp_path, capsys):
+    """Defect 12: a run on a failed theta0 must not pass for a run on one that learned the world."""
+    pretraining = ("itm", "mlm")
+    failed = ("ITM accuracy", "grounded MLM: colour")
+    _write(tmp_path, "a", "vqa", 0.60, theta0_failed=())
+    _write(tmp_path, "b", "vqa", 0.50, sparsity=0.6, method="imp", tasks=pretraining, theta0_failed=())
+    _write(tmp_path, "c", "vqa", 0.30, sparsity=0.6, method="imp", tasks=pretraining, theta0_failed=failed)
+    _write(tmp_path, "d", "vqa", 0.40, sparsity=0.7, method="imp", tasks=pretraining)  # before verdicts
+    results = collect([tmp_path])
+    by_name = {Path(r.path).name: r for r in results}
+    assert by_name["b"].theta0_passed is True and by_name["d"].theta0_passed is None
+    assert by_name["c"].theta0_passed is False
+    assert by_name["c"].theta0_failed == "ITM accuracy; grounded MLM: colour"
+    main(["report", str(tmp_path), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| imp | 60% | 0.500 (83%) | 83.3% |" in text
+    assert "| imp [theta0 failed] | 60% | 0.300 (50%) | 50.0% |" in text
+    assert "| imp | 70% | 0.400 (67%) | 66.7% |" in text
+    assert "- /cache/theta0/abc: failed ITM accuracy; grounded MLM: colour" in text
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert rows[0].endswith(",theta0_passed,theta0_failed,theta0_dir")
+    assert sum(",False,ITM accuracy; grounded MLM: colour," in row for row in rows) == 1

@@ -96,6 +96,19 @@ def test_write_with_another_config_is_refused_and_names_the_change(dataset):
         write_shapes_shards(dataset, replace(SMALL, seed=5))
 
 
+def test_config_changes_names_each_setting_and_reads_an_unrecorded_one_as_its_default(tmp_path):
+    """A meta.json from before a setting existed (here feature_noise) was built with its default."""
+    write_shapes_shards(tmp_path, SMALL)
+    meta_path = tmp_path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["feature_noise"]
+    meta_path.write_text(json.dumps(meta))
+    assert shards.config_changes(meta_path, SMALL) == []
+    assert write_shapes_shards(tmp_path, SMALL) == tmp_path
+    changes = shards.config_changes(meta_path, replace(SMALL, seed=2, feature_noise=0.25))
+    assert changes == [("feature_noise", 0.5, 0.25), ("seed", 0, 2)]
+
+
 def test_interrupted_write_leaves_no_partial_shard_under_its_final_name(tmp_path, monkeypatch):
     real = shards.make_sample
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 
+import pytest
+
 from lottery.config import PretrainConfig, load_config
 from lottery.train.grounding import Criterion
 from lottery.train.theta0 import seed_summary, theta0_dir
@@ -29,3 +31,39 @@ def test_seed_summary_gives_mean_spread_and_pass_count(tmp_path):
         dirs.append(d)
     line = seed_summary(dirs).splitlines()[1]
     assert "0.9000" in line and "0.8000..1.0000" in line and line.endswith("2/3")
+
+
+# theta0 cache keys of the shipped configs before `theta0.*` options existed: adding a section of how
+# jobs treat theta0 must not move any existing theta0 (nor change the digest IMP runs and tickets record)
+DIGESTS_BEFORE_THETA0_OPTIONS = {
+    None: "2aaaf38152abf2704d524d75718143fedda3c0d7f64c5d9e33668bb8ec919ede",
+    "pretrain-uniter-mini": "5abbc9403af73ebe22c0d872ed2950d0d3826c71aa14412dba1395592004ece0",
+}
+
+
+def test_theta0_identity_digest_of_existing_configs_is_unchanged_by_theta0_options():
+    from lottery.config import digest
+    from lottery.train.theta0 import identity
+
+    for name, expected in DIGESTS_BEFORE_THETA0_OPTIONS.items():
+        assert digest(identity(load_config(name, []))) == expected, name
+        required = load_config(name, ["theta0.require_criteria=true"])
+        assert digest(identity(required)) == expected, name
+
+
+def test_a_theta0_build_stopped_before_theta0_options_existed_still_resumes(tmp_path):
+    """Its config.yaml has no `theta0` section; pre-training resumes only under the config it recorded."""
+    import yaml
+
+    from lottery.config import ConfigError, to_dict
+    from lottery.train.pretrain import _check_run_dir
+    from lottery.train.theta0 import _adopt_older_record
+
+    config = replace(load_config(None, []), run_dir=str(tmp_path))
+    older = {k: v for k, v in to_dict(config).items() if k != "theta0"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older, sort_keys=False))
+    with pytest.raises(ConfigError, match="theta0.require_criteria"):
+        _check_run_dir(tmp_path, config)  # why the record must be adopted
+    _adopt_older_record(tmp_path)
+    _check_run_dir(tmp_path, config)  # the same run now: it resumes
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["theta0"] == {"require_criteria": False}

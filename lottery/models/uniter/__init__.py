@@ -3,6 +3,7 @@
 from lottery.models.uniter.checkpoint import from_pretrained, load_config, save_pretrained
 from lottery.models.uniter.config import UniterConfig, preset, preset_names
 from lottery.models.uniter.convert import ConversionReport, convert_original
+from lottery.models.uniter.finetuned import TaskHead, from_finetuned, save_finetuned, task_head
 from lottery.models.uniter.from_bert import MINILM, InitReport, init_from_bert, tokenizer_files
 from lottery.models.uniter.modeling import (
     TIED_WEIGHTS,
@@ -17,17 +18,21 @@ __all__ = [
     "TIED_WEIGHTS",
     "ConversionReport",
     "InitReport",
+    "TaskHead",
     "UniterConfig",
     "UniterForPretraining",
     "UniterImageEmbeddings",
     "UniterModel",
     "UniterTextEmbeddings",
     "convert_original",
+    "from_finetuned",
     "from_pretrained",
     "init_from_bert",
     "load_config",
     "preset",
     "preset_names",
+    "save_finetuned",
     "save_pretrained",
+    "task_head",
     "tokenizer_files",
 ]

@@ -2,7 +2,9 @@
 
 Tied weights are stored once, under their owner's name (see TIED_WEIGHTS), and re-tied on load.
 A directory is written under a temporary name and renamed when complete, so a killed job never leaves
-a half-written model behind, and loading needs safetensors only (no pickle).
+a half-written model behind, and loading needs safetensors only (no pickle). A fine-tuned directory
+(finetuned.py: the same config.json, a task head instead of the pre-training heads) is refused by
+`from_pretrained`, which names `from_finetuned`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# a fine-tuned directory (finetuned.py) says what its head is here; it has no pre-training heads
+TASK_FILE = "task.json"
+# what fine-tunes wrote into config.json before task.json existed
+LEGACY_TASK_KEYS = ("task", "num_outputs")
 
 
 def format_shape(shape: torch.Size | tuple[int, ...]) -> str:
@@ -94,14 +100,32 @@ def load_config(model_dir: str | Path) -> UniterConfig:
             f"{config_path} is missing: {model_dir} is not a UNITER model directory ({CONFIG_FILE} + {WEIGHTS_FILE})"
         )
     try:
-        return UniterConfig.from_dict(json.loads(config_path.read_text()))
-    except ValueError as err:
+        data = json.loads(config_path.read_text())
+        if isinstance(data, dict) and set(LEGACY_TASK_KEYS) <= set(data):
+            data = {k: v for k, v in data.items() if k not in LEGACY_TASK_KEYS}  # an older fine-tuned dir
+        return UniterConfig.from_dict(data)
+    except (ValueError, TypeError) as err:
         raise ValueError(f"{config_path}: not a valid UniterConfig: {err}") from err
 
 
+def _refuse_finetuned(model_dir: Path) -> None:
+    from lottery.models.uniter.finetuned import task_head
+
+    head = task_head(model_dir)
+    if head is not None:
+        raise ValueError(
+            f"{model_dir} is a fine-tuned {head.task} model (backbone + task head, no pre-training heads): "
+            "load it with lottery.models.uniter.from_finetuned"
+        )
+
+
 def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
-    """Load a directory written by `save_pretrained`; every missing or unexpected tensor is an error."""
+    """Load a directory written by `save_pretrained`; every missing or unexpected tensor is an error.
+
+    A fine-tuned directory (a task head, no pre-training heads) is refused, naming `from_finetuned`.
+    """
     config = load_config(model_dir)
+    _refuse_finetuned(Path(model_dir))
     weights_path = Path(model_dir) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} is missing; the model directory is incomplete")
