@@ -10,6 +10,11 @@ Tie rule: exactly k entries are selected. Entries strictly below the threshold a
 entries equal to it are taken in global order, (piece index, rank, position in the piece), until the
 count is k. `torch.nn.utils.prune.global_unstructured` selects the same set except among ties, where
 its `topk` order is unspecified.
+
+Bad scores (NaN or negative) are found collectively: every rank counts its own, the counts travel with
+the first collective (an all-gather of this rank's score count, bad count and first bad piece), and
+every rank raises the same error naming the rank and piece. A rank that raised alone, before that
+collective, would leave the others waiting in it for good.
 """
 
 from __future__ import annotations
@@ -27,18 +32,41 @@ _BYTE_PASSES = 4
 def _bits(scores: Tensor) -> Tensor:
     if scores.dtype != torch.float32:
         scores = scores.float()
-    if bool(torch.isnan(scores).any()) or bool((scores < 0).any()):
-        raise ValueError("scores must be non-negative and not NaN (pass |w| or a uniform draw)")
     return scores.contiguous().view(torch.int32)
 
 
-def kth_smallest(pieces: Sequence[Tensor], k: int) -> float:
+def _bad_count(scores: Tensor) -> int:
+    """How many of `scores` the radix select cannot order: NaN and negatives (+inf is fine)."""
+    scores = scores.float()
+    return int((torch.isnan(scores) | (scores < 0)).sum())
+
+
+def _census(pieces: Sequence[Tensor], names: Sequence[str] | None) -> int:
+    """The number of scores over all ranks; raises on every rank alike if any rank has a bad one (collective)."""
+    bad = [_bad_count(p) for p in pieces]
+    first = next((i for i, count in enumerate(bad) if count), -1)
+    mine = torch.tensor([sum(p.numel() for p in pieces), sum(bad), first], dtype=torch.long)
+    table = dist.all_gather_tensor(mine)  # (world, 3): the same on every rank
+    offenders = torch.nonzero(table[:, 1]).reshape(-1).tolist()
+    if offenders:
+        rank = offenders[0]
+        count, index = int(table[rank, 1]), int(table[rank, 2])
+        label = f"piece {index}" + (f" ({names[index]})" if names is not None and index < len(names) else "")
+        raise ValueError(
+            f"{count} NaN or negative score(s) on rank {rank}, first in {label} (ranks with bad scores: "
+            f"{offenders}); scores must be non-negative and not NaN (pass |w| or a uniform draw)"
+        )
+    return int(table[:, 0].sum())
+
+
+def kth_smallest(pieces: Sequence[Tensor], k: int, names: Sequence[str] | None = None) -> float:
     """The k-th smallest (1-based) of all ranks' `pieces` together; collective.
 
-    `pieces` are 1-D non-negative float32 tensors (+inf allowed, e.g. for entries already pruned).
+    `pieces` are 1-D non-negative float32 tensors (+inf allowed, e.g. for entries already pruned);
+    `names` (one per piece, optional) name the parameter in the error a NaN or negative score raises.
     """
+    total = _census(pieces, names)
     candidates = [_bits(p.reshape(-1)) for p in pieces]
-    total = int(dist.all_reduce_tensor(torch.tensor([sum(c.numel() for c in candidates)]))[0])
     if not 1 <= k <= total:
         raise ValueError(f"k={k} is outside 1..{total} (the number of scores over all ranks)")
     prefix = 0
@@ -57,14 +85,15 @@ def kth_smallest(pieces: Sequence[Tensor], k: int) -> float:
     return torch.tensor([prefix], dtype=torch.int32).view(torch.float32).item()
 
 
-def select_smallest(pieces: Sequence[Tensor], k: int) -> list[Tensor]:
+def select_smallest(pieces: Sequence[Tensor], k: int, names: Sequence[str] | None = None) -> list[Tensor]:
     """Bool tensors (shaped like `pieces`) marking exactly k smallest entries over all ranks; collective.
 
-    Every rank must pass the same number of pieces in the same order (one per parameter, possibly empty).
+    Every rank must pass the same number of pieces in the same order (one per parameter, possibly empty);
+    `names` as for `kth_smallest`.
     """
     if k == 0:
         return [torch.zeros_like(p, dtype=torch.bool) for p in pieces]
-    threshold = kth_smallest(pieces, k)
+    threshold = kth_smallest(pieces, k, names)
     flat = [p.reshape(-1).float() for p in pieces]
     below = [f < threshold for f in flat]
     ties = [f == threshold for f in flat]

@@ -1,17 +1,31 @@
 """DeepSpeed checkpoints of a run in flight: ``<run_dir>/checkpoints/step_NNNNNN`` plus ``latest``.
 
-DeepSpeed writes the ``latest`` pointer only after a tag is complete, so a job killed mid-save resumes
-from the previous tag. Older tags are removed only after a newer one is complete.
+``latest`` is the commit point: it names a tag only once every rank's files of that tag are on disk,
+so a job killed mid-save resumes from the previous tag. DeepSpeed's own pointer cannot promise that:
+its ``save_checkpoint`` has rank 0 write ``latest`` right after rank 0's own files, before the barrier
+that waits for the other ranks' ZeRO shards, so a kill in that window leaves a pointer to a tag that
+every later resume fails to load. Hence ``save_latest=False``, a barrier, an fsync of the tag's files,
+and rank 0 writing the pointer itself (atomically). Older tags are removed only after a newer one is
+complete.
+
+Rank-0 sites (``dist.on_main``; ``LOTTERY_RAISE=<name>`` fails one in tests):
+``checkpoint.latest_step`` (reading ``latest`` to resume) and ``checkpoint.commit`` (fsync, writing
+``latest``, removing old tags). Fault point (``LOTTERY_FAULT``): ``checkpoint.before_latest``, every rank
+after the tag's files are written and before ``latest`` names it.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from lottery import dist
+from lottery.faults import fault_point
+from lottery.files import write_text_atomic
 
 KEEP_LAST = 2
+POINTER = "latest"
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -22,25 +36,67 @@ def _tag(step: int) -> str:
     return f"step_{step:06d}"
 
 
+def _tag_step(tag: str) -> int | None:
+    digits = tag.removeprefix("step_")
+    return int(digits) if tag.startswith("step_") and digits.isdigit() else None
+
+
 def latest_step(run_dir: Path) -> int | None:
-    """The step of the newest complete checkpoint, or None when the run has none yet."""
-    pointer = checkpoint_dir(run_dir) / "latest"
+    """The step of the newest complete checkpoint, or None when the run has none yet (this rank's read)."""
+    pointer = checkpoint_dir(run_dir) / POINTER
     if not pointer.is_file():
         return None
     tag = pointer.read_text().strip()
-    if not tag.startswith("step_") or not (checkpoint_dir(run_dir) / tag).is_dir():
+    step = _tag_step(tag)
+    if step is None or not (checkpoint_dir(run_dir) / tag).is_dir():
         raise RuntimeError(f"{pointer} names {tag!r}, which is not a checkpoint in {checkpoint_dir(run_dir)}")
-    return int(tag.removeprefix("step_"))
+    return step
+
+
+def resume_step(run_dir: Path) -> int | None:
+    """`latest_step` as rank 0 reads it, on every rank (collective): ranks that decided apart would deadlock."""
+    return dist.on_main(lambda: latest_step(run_dir), what="checkpoint.latest_step")
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush the tag's files and directory entries to disk, so a crash after `latest` finds them whole."""
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            _fsync(path)
+    for path in [directory, *sorted(p for p in directory.rglob("*") if p.is_dir())]:
+        _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(run_dir: Path, step: int) -> None:
+    """Rank 0, once every rank's files of `step` are written: name it in `latest`, drop older tags."""
+    root = checkpoint_dir(run_dir)
+    _fsync_tree(root / _tag(step))
+    write_text_atomic(root / POINTER, _tag(step))
+    _fsync(root)
+    tags = sorted(p for p in root.glob("step_*") if p.is_dir() and _tag_step(p.name) is not None)
+    older = [p for p in tags if _tag_step(p.name) <= step]
+    # a tag newer than the one just committed is what a killed attempt left half-written
+    stale = older[:-KEEP_LAST] + [p for p in tags if _tag_step(p.name) > step]
+    for old in stale:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(engine, run_dir: Path, step: int) -> None:
-    """Collective: every rank writes its partition of model and optimiser state."""
-    engine.save_checkpoint(str(checkpoint_dir(run_dir)), tag=_tag(step), client_state={"step": step})
-    dist.barrier()
-    if dist.is_main():
-        tags = sorted(p for p in checkpoint_dir(run_dir).glob("step_*") if p.is_dir())
-        for old in tags[:-KEEP_LAST]:
-            shutil.rmtree(old, ignore_errors=True)
+    """Collective: every rank writes its partition of model and optimiser state, then rank 0 commits it."""
+    engine.save_checkpoint(
+        str(checkpoint_dir(run_dir)), tag=_tag(step), client_state={"step": step}, save_latest=False
+    )
+    dist.barrier()  # every rank's files of this tag are written (DeepSpeed's own barrier is no promise)
+    fault_point("checkpoint.before_latest")
+    dist.on_main(lambda: _commit(run_dir, step), what="checkpoint.commit")
 
 
 def load_checkpoint(engine, run_dir: Path, step: int | None = None) -> int:
@@ -52,5 +108,5 @@ def load_checkpoint(engine, run_dir: Path, step: int | None = None) -> int:
     tag = None if step is None else _tag(step)
     path, client_state = engine.load_checkpoint(str(checkpoint_dir(run_dir)), tag=tag)
     if path is None or client_state is None:
-        raise RuntimeError(f"could not load the latest checkpoint from {checkpoint_dir(run_dir)}")
+        raise RuntimeError(f"could not load the checkpoint {tag or POINTER} from {checkpoint_dir(run_dir)}")
     return int(client_state["step"])

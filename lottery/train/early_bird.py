@@ -7,6 +7,12 @@ logs its Hamming distance to the previous draw, as a fraction of the prunable we
 
 Draws are kept in the round's own ticket store, so a round resumed after a kill compares its next draw
 with the one taken before the kill and decides exactly as the uninterrupted round would.
+
+Rank 0 alone reads and writes the draws' store, through ``dist.on_main`` so that a failure there stops
+every rank at once. Its sites (``LOTTERY_RAISE=<name>`` fails one in tests): ``early_bird.alias``
+(is the previous draw stored?) and ``early_bird.record`` (store this draw, append its distance to
+early_bird.jsonl). `distances_to` is rank 0's alone and takes no collective: IMP calls it inside its
+own rank-0 site.
 """
 
 from __future__ import annotations
@@ -56,23 +62,29 @@ class EarlyBird:
         draw = prune_engine(engine, self.base, "magnitude", self.target)
         previous = self._draw(step - self.every)
         distance = None if previous is None else draw.hamming(previous) / draw.total
-        if dist.is_main():
-            self.store.put(draw, self.meta, alias=self.alias(step))
-            with open(self.directory / "early_bird.jsonl", "a") as log:
-                log.write(json.dumps({"step": step, "distance_to_previous": distance}) + "\n")
-        dist.barrier()
+        # a collective: no rank goes on before rank 0 has stored the draw, or fails without it
+        dist.on_main(lambda: self._record(draw, step, distance), what="early_bird.record")
         return bool(self.threshold) and distance is not None and distance < self.threshold
 
+    def _record(self, draw: MaskSet, step: int, distance: float | None) -> None:
+        """Rank 0: keep this step's draw and log its distance (a rerun's line replaces an earlier one)."""
+        self.store.put(draw, self.meta, alias=self.alias(step))
+        with open(self.directory / "early_bird.jsonl", "a") as log:
+            log.write(json.dumps({"step": step, "distance_to_previous": distance}) + "\n")
+
     def _draw(self, step: int) -> MaskSet | None:
-        stored = dist.is_main() and step > 0 and self.alias(step) in self.store.aliases()
-        if not dist.broadcast_object(stored):  # rank 0 decides, so no rank waits for a draw alone
+        """The draw stored at `step`, on every rank, or None when there is none (collective)."""
+        if step <= 0:
+            return None
+        stored = dist.on_main(lambda: self.alias(step) in self.store.aliases(), what="early_bird.alias")
+        if not stored:  # rank 0 decides, so no rank waits for a draw alone
             return None
         return load_broadcast(
             self.store.root, self.alias(step), expect_fingerprint=self.base.fingerprint, expect_scope=None
         ).masks
 
     def distances_to(self, final: MaskSet) -> list[dict[str, float]]:
-        """Each stored draw's distance to the round's final mask, and to its previous draw (rank 0)."""
+        """Each stored draw's distance to the round's final mask, and to its previous draw (rank 0 only)."""
         rows = []
         log = self.directory / "early_bird.jsonl"
         logged = {}

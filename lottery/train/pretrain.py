@@ -7,6 +7,16 @@ backward, step -> log, validate, checkpoint -> save the final model directory.
 Every random draw of a micro-step (task, masks, negatives, dropout) is seeded from (seed, rank,
 micro-step), and the data stream is a deterministic function of (seed, rank, world size). A run
 resumed from a checkpoint therefore sees exactly the batches and masks the uninterrupted run would.
+
+``train.log_every`` / ``val_every`` / ``ckpt_every`` = 0 mean never, except at the end of the run (and of
+an invocation cut short by ``stop_after_steps``), where the loop always logs, validates and checkpoints;
+``finetune`` reads ``val_every=0`` the same way.
+
+What rank 0 alone reads or writes goes through ``dist.on_main``, so a failure there stops every rank at
+once instead of leaving them in the next collective. Its sites (``LOTTERY_RAISE=<name>`` fails one in
+tests): ``pretrain.config_yaml`` (check or write the run's config.yaml), ``pretrain.model_written``,
+``pretrain.metrics_truncate``, ``pretrain.metrics`` (every metrics.jsonl line), ``pretrain.save_model``
+(the final model directory); the checkpoint's are in :mod:`lottery.train.checkpoint`.
 """
 
 from __future__ import annotations
@@ -23,14 +33,16 @@ import torch
 from tqdm import tqdm
 
 from lottery import dist
-from lottery.config import ConfigError, PretrainConfig, digest, to_dict, to_yaml
+from lottery.config import ConfigError, PretrainConfig, TrainConfig, digest, to_dict, to_yaml
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
+from lottery.files import write_text_atomic
+from lottery.sparsity.enforce import MaskEnforcer
 from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
 from lottery.tasks.pretrain import TASKS, CollateContext, summarise
 from lottery.train.assets import data_meta, ensure_data, ensure_model, load_tokenizer
 from lottery.train.batches import to_device
-from lottery.train.checkpoint import latest_step, load_checkpoint, save_checkpoint
+from lottery.train.checkpoint import load_checkpoint, resume_step, save_checkpoint
 from lottery.train.curriculum import Stage, schedule, stage_at
 from lottery.train.engine import build_engine, working_dtype
 from lottery.train.metrics import MetricsLog
@@ -45,8 +57,29 @@ def micro_seed(seed: int, rank: int, micro_step: int) -> int:
     return (seed * 1_000_003 + rank) * 10_000_019 + micro_step
 
 
+EVERY_KEYS = ("log_every", "val_every", "ckpt_every")
+
+
+def check_schedule(train: TrainConfig) -> None:
+    """Refuse a negative interval before any step (0 is allowed: never, except at the end)."""
+    for key in EVERY_KEYS:
+        if getattr(train, key) < 0:
+            raise ConfigError(
+                f"train.{key}={getattr(train, key)}: must be >= 0 (0: only at the end of the run)"
+            )
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Whether `step` logs / validates / checkpoints: every `every` steps (0: never), and always at `last`."""
+    return step == last or (every > 0 and step % every == 0)
+
+
 def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
-    """A rerun must be the same run: refuse to resume a directory made by a different config."""
+    """A rerun must be the same run: refuse to resume a directory made by a different config (rank 0).
+
+    config.yaml is written atomically, so a job killed while writing it never leaves a part that the
+    rerun would read as "another config".
+    """
     recorded = run_dir / "config.yaml"
     ours = replace(config, train=replace(config.train, stop_after_steps=0))
     if recorded.exists():
@@ -65,9 +98,8 @@ def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
                 f"{run_dir} holds a run with another config (differs in {diff or 'run_dir'}); "
                 "use a new run_dir, or the same config to resume"
             )
-    elif dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(to_yaml(ours))
+    else:
+        write_text_atomic(recorded, to_yaml(ours))
 
 
 @dataclass
@@ -132,7 +164,8 @@ def pretrain(
             f"ZeRO-{train.zero_stage}, run {run_dir} (config {digest(config)[:12]})",
             flush=True,
         )
-    _check_run_dir(run_dir, config)
+    check_schedule(train)
+    dist.on_main(lambda: _check_run_dir(run_dir, config), what="pretrain.config_yaml")
     data_dir = ensure_data(config.data)
     model_dir = ensure_model(config.model, data_dir)
     tokenizer = load_tokenizer(model_dir)
@@ -149,20 +182,13 @@ def pretrain(
     model = from_pretrained(model_dir)
     engine, precision = build_engine(model, train, config.optim)
     enforcer = attach_ticket(engine, config.sparsity)
-    dtype = working_dtype(precision)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
 
-    start = 0
-    # what is on disk is read by rank 0 and broadcast: ranks that decided apart would deadlock
-    resume_step = dist.broadcast_object(latest_step(run_dir) if main else None)
-    if resume_step is not None:
-        start = load_checkpoint(engine, run_dir, resume_step)
-        verify_now(enforcer, f"after loading the checkpoint of step {start}")
-        metrics.truncate_after(start)
-        if main:
-            print(f"resumed from the checkpoint at step {start}", flush=True)
+    start = _resume(engine, enforcer, run_dir, metrics)
     end = hooks.end_step or train.steps
-    model_written = dist.broadcast_object((run_dir / "model" / "config.json").is_file() if main else None)
+    model_written = dist.on_main(
+        lambda: (run_dir / "model" / "config.json").is_file(), what="pretrain.model_written"
+    )
     if start >= end and (not hooks.save_model or model_written):
         if main:
             print(f"{run_dir} is complete ({end} steps)", flush=True)
@@ -172,30 +198,66 @@ def pretrain(
             dist.shutdown()
         return {}
 
-    val = list(
-        itertools.islice(
-            eval_batches(
-                shard_urls(data_dir, "val"),
-                tokenizer_dir=model_dir,
-                max_text_len=config.data.max_text_len,
-                batch_size=train.batch_size,
-            ),
-            train.val_batches,
-        )
-    )
+    val = _val_batches(config, data_dir, model_dir)
     stages = schedule(config.data)
     feat_dim = data_meta(data_dir)["feat_dim"]  # phases must feed the same model as the main scenes
     for stage in stages[:-1]:
         ensure_data(replace(stage.data, feat_dim=feat_dim))
+    loop = _Loop(
+        config, engine, enforcer, ctx, mixer, working_dtype(precision), metrics, model_dir, val, stages
+    )
+    result, end, stop_at = loop.run(start, end, hooks)
 
-    def stage_batches(stage: Stage, skip_steps: int) -> Iterator[list]:
+    if stop_at == end:
+        verify_now(enforcer, f"at the end of the run (step {end})")
+    if stop_at == end and hooks.save_model:
+        state = full_state_dict(engine)
+        dist.on_main(lambda: _save_model(state, model_dir, run_dir), what="pretrain.save_model")
+    if stop_at == end:
+        if hooks.on_done is not None:
+            hooks.on_done(engine)
+    elif main:
+        print(f"stopped after step {stop_at} of {end}; rerun the same command to continue", flush=True)
+    if not keep_process_group:
+        dist.shutdown()
+    return result
+
+
+def _val_batches(config: PretrainConfig, data_dir: Path, model_dir: Path) -> list[list]:
+    """The fixed slice of the val split every validation of the run sees."""
+    stream = eval_batches(
+        shard_urls(data_dir, "val"),
+        tokenizer_dir=model_dir,
+        max_text_len=config.data.max_text_len,
+        batch_size=config.train.batch_size,
+    )
+    return list(itertools.islice(stream, config.train.val_batches))
+
+
+@dataclass
+class _Loop:
+    """The steps of one invocation, from the step after `start` to its stop (all collective)."""
+
+    config: PretrainConfig
+    engine: object
+    enforcer: MaskEnforcer | None
+    ctx: CollateContext
+    mixer: TaskMixer
+    dtype: torch.dtype
+    metrics: MetricsLog
+    model_dir: Path
+    val: list[list]
+    stages: list[Stage]
+
+    def batches(self, stage: Stage, skip_steps: int) -> Iterator[list]:
         """The stage's training stream, past the batches of the steps already done in it."""
+        config, train = self.config, self.config.train
         stream = iter(
             example_stream(
                 shard_urls(Path(stage.data.dir), "train"),
                 rank=dist.rank(),
                 world_size=dist.world_size(),
-                tokenizer_dir=model_dir,
+                tokenizer_dir=self.model_dir,
                 max_text_len=config.data.max_text_len,
                 seed=config.data.seed + train.seed,
                 num_workers=config.data.num_workers,
@@ -206,99 +268,115 @@ def pretrain(
             next(stream)
         return stream
 
-    current = stage_at(stages, start + 1)
-    batches = stage_batches(current, start + 1 - current.first_step)
-
-    def run_validation(step: int) -> dict[str, float]:
-        result = validate(engine, val, ctx, dtype)
-        metrics.write({"step": step, "val": result})
-        if main:
+    def validation(self, step: int) -> dict[str, float]:
+        result = validate(self.engine, self.val, self.ctx, self.dtype)
+        _write_metrics(self.metrics, {"step": step, "val": result})
+        if dist.is_main():
             tqdm.write(f"step {step} val " + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
         return result
 
-    result: dict[str, float] = {}
-    if start == 0 and hooks.on_start is not None:
-        hooks.on_start(engine)
-    if start == 0 and train.val_at_start:
-        result = run_validation(0)
-    stop_at = end if not train.stop_after_steps else min(end, start + train.stop_after_steps)
-    progress = tqdm(total=end, initial=start, disable=not main, desc="pretrain", dynamic_ncols=True)
-    samples_per_step = train.batch_size * train.grad_accum * dist.world_size()
-    engine.train()
-    for step in range(start + 1, stop_at + 1):
-        if not current.holds(step):
-            current = stage_at(stages, step)
-            batches = stage_batches(current, 0)
-            if main:
-                tqdm.write(f"step {step}: scenes of {current.data.dir}")
+    def step(self, step: int, batches: Iterator[list]) -> dict:
+        """One optimiser step of `grad_accum` micro-steps; its metrics record."""
+        train, engine = self.config.train, self.engine
         began = time.perf_counter()
         task_losses: dict[str, list[float]] = {}
         for micro in range(train.grad_accum):
             micro_step = (step - 1) * train.grad_accum + micro
-            task = TASKS[mixer.task_for(micro_step)]
+            task = TASKS[self.mixer.task_for(micro_step)]
             seed = micro_seed(train.seed, dist.rank(), micro_step)
             torch.manual_seed(seed)
             batch = to_device(
-                task.collate(next(batches), ctx, torch.Generator().manual_seed(seed)), engine.device, dtype
+                task.collate(next(batches), self.ctx, torch.Generator().manual_seed(seed)),
+                engine.device,
+                self.dtype,
             )
             loss, _ = engine(batch, task)
             engine.backward(loss)
-            if enforcer is not None:
-                enforcer.before_step()
+            if self.enforcer is not None:
+                self.enforcer.before_step()
             engine.step()
             task_losses.setdefault(task.name, []).append(float(loss.detach()))
         elapsed = time.perf_counter() - began
-        losses = {name: sum(values) / len(values) for name, values in task_losses.items()}
-        check_every(enforcer, config.sparsity, step)
-        record = {
+        check_every(self.enforcer, self.config.sparsity, step)
+        return {
             "step": step,
             "loss": sum(map(sum, task_losses.values())) / train.grad_accum,
-            "losses": losses,
+            "losses": {name: sum(values) / len(values) for name, values in task_losses.items()},
             "lr": engine.get_lr()[0],
-            "samples_per_s": samples_per_step / elapsed,
+            "samples_per_s": train.batch_size * train.grad_accum * dist.world_size() / elapsed,
             "world_size": dist.world_size(),
         }
-        if step % train.log_every == 0 or step == stop_at:
-            metrics.write(record)
-        progress.update(1)
-        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-        stop_here = hooks.on_step is not None and hooks.on_step(engine, step)
-        if stop_here:
-            end = stop_at = step
-        if step % train.val_every == 0 or step == end:
-            result = run_validation(step)
-        if step % train.ckpt_every == 0 or step == stop_at:
-            verify_now(enforcer, f"before the checkpoint of step {step}")
-            save_checkpoint(engine, run_dir, step)
-        if stop_here:
-            if main:
-                tqdm.write(f"step {step}: the run ends here (asked by its caller)")
-            break
-    progress.close()
 
-    if stop_at == end:
-        verify_now(enforcer, f"at the end of the run (step {end})")
-    if stop_at == end and hooks.save_model:
-        state = full_state_dict(engine)
-        if main:
-            from lottery.models.uniter import save_pretrained
+    def run(self, start: int, end: int, hooks: RunHooks) -> tuple[dict[str, float], int, int]:
+        """Steps `start`+1 on; returns the last val metrics, the run's end and this invocation's stop."""
+        train, main, run_dir = self.config.train, dist.is_main(), Path(self.config.run_dir)
+        current = stage_at(self.stages, start + 1)
+        batches = self.batches(current, start + 1 - current.first_step)
+        result: dict[str, float] = {}
+        if start == 0 and hooks.on_start is not None:
+            hooks.on_start(self.engine)
+        if start == 0 and train.val_at_start:
+            result = self.validation(0)
+        stop_at = end if not train.stop_after_steps else min(end, start + train.stop_after_steps)
+        progress = tqdm(total=end, initial=start, disable=not main, desc="pretrain", dynamic_ncols=True)
+        self.engine.train()
+        for step in range(start + 1, stop_at + 1):
+            if not current.holds(step):
+                current = stage_at(self.stages, step)
+                batches = self.batches(current, 0)
+                if main:
+                    tqdm.write(f"step {step}: scenes of {current.data.dir}")
+            record = self.step(step, batches)
+            if due(step, train.log_every, stop_at):
+                _write_metrics(self.metrics, record)
+            progress.update(1)
+            progress.set_postfix({k: f"{v:.3f}" for k, v in record["losses"].items()}, refresh=False)
+            stop_here = hooks.on_step is not None and hooks.on_step(self.engine, step)
+            if stop_here:
+                end = stop_at = step
+            if due(step, train.val_every, end):
+                result = self.validation(step)
+            if due(step, train.ckpt_every, stop_at):
+                verify_now(self.enforcer, f"before the checkpoint of step {step}")
+                save_checkpoint(self.engine, run_dir, step)
+            if stop_here:
+                if main:
+                    tqdm.write(f"step {step}: the run ends here (asked by its caller)")
+                break
+        progress.close()
+        return result, end, stop_at
 
-            final = from_pretrained(model_dir)
-            final.load_state_dict(state)
-            if (run_dir / "model").exists():
-                # an earlier attempt wrote it and was killed before anything used it; this run
-                # recomputed the same weights from the same checkpoint
-                shutil.rmtree(run_dir / "model")
-            save_pretrained(final, run_dir / "model", extra_files=_tokenizer_files(model_dir))
-            print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
-    if stop_at == end:
-        if hooks.on_done is not None:
-            hooks.on_done(engine)
-    elif main:
-        print(f"stopped after step {stop_at} of {end}; rerun the same command to continue", flush=True)
-    if not keep_process_group:
-        dist.shutdown()
-    return result
+
+def _resume(engine, enforcer, run_dir: Path, metrics: MetricsLog) -> int:
+    """The step the run continues from (0: a new run), its checkpoint loaded (collective)."""
+    step = resume_step(run_dir)  # rank 0 reads it for all: ranks that decided apart would deadlock
+    if step is None:
+        return 0
+    start = load_checkpoint(engine, run_dir, step)
+    verify_now(enforcer, f"after loading the checkpoint of step {start}")
+    dist.on_main(lambda: metrics.truncate_after(start), what="pretrain.metrics_truncate")
+    if dist.is_main():
+        print(f"resumed from the checkpoint at step {start}", flush=True)
+    return start
+
+
+def _write_metrics(metrics: MetricsLog, record: dict) -> None:
+    """One metrics.jsonl line (rank 0 writes, collective): a full disk stops every rank, not one."""
+    dist.on_main(lambda: metrics.write(record), what="pretrain.metrics")
+
+
+def _save_model(state: dict, model_dir: Path, run_dir: Path) -> None:
+    """Rank 0: the final weights as a model directory, ``run_dir/model`` (written whole or not at all)."""
+    from lottery.models.uniter import from_pretrained, save_pretrained
+
+    final = from_pretrained(model_dir)
+    final.load_state_dict(state)
+    if (run_dir / "model").exists():
+        # an earlier attempt wrote it and was killed before anything used it; this run
+        # recomputed the same weights from the same checkpoint
+        shutil.rmtree(run_dir / "model")
+    save_pretrained(final, run_dir / "model", extra_files=_tokenizer_files(model_dir))
+    print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
 
 
 def _tokenizer_files(model_dir: Path) -> dict[str, Path]:

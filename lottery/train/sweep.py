@@ -5,6 +5,11 @@ stopped is continued by running the same command again; every job's results stay
 them. Ticket aliases are resolved to ids first: the run directory names the exact ticket, so an alias
 that now points at another ticket (a new IMP run published over it) is a new job, not "done before".
 ``part=(i, n)`` runs every n-th job from the i-th: n processes (or a SLURM job array) share one grid.
+
+Rank 0 alone reads the ticket store(s) and the run directories, through ``dist.on_main``: a failure
+there (an alias no store knows) stops every rank at once, and no rank can decide "done before" while
+another, seeing a stale file system, starts the job. Its sites (``LOTTERY_RAISE=<name>`` fails one in
+tests): ``sweep.resolve_tickets`` and ``sweep.done_before``.
 """
 
 from __future__ import annotations
@@ -54,13 +59,13 @@ def resolve_tickets(configs: Sequence[FinetuneConfig]) -> list[FinetuneConfig]:
     """Each config's ticket as a full id (``dense`` stays); rank 0 reads the store(s), every rank gets it."""
     from lottery.tickets import TicketStore, default_root
 
-    resolved: list[str] | None = None
-    if dist.is_main():
-        resolved = [
+    def resolve() -> list[str]:
+        return [
             c.ticket if c.ticket == "dense" else TicketStore(c.store or default_root()).resolve(c.ticket)
             for c in configs
         ]
-    resolved = dist.broadcast_object(resolved)
+
+    resolved = dist.on_main(resolve, what="sweep.resolve_tickets")
     return [replace(c, ticket=ticket) for c, ticket in zip(configs, resolved, strict=True)]
 
 
@@ -74,7 +79,7 @@ def sweep(configs: Sequence[FinetuneConfig], part: tuple[int, int] = (0, 1)) -> 
         out = run_dir_for(config)
         label = f"[{number}/{len(mine)}] {config.task} ticket={config.ticket[:12]} init={config.init}"
         label += " adversarial" if config.adversarial.enabled else ""
-        if (out / "metrics.json").is_file():
+        if dist.on_main((out / "metrics.json").is_file, what="sweep.done_before"):
             if dist.is_main():
                 print(f"{label}: done before ({out}), skipped", flush=True)
         else:
