@@ -108,6 +108,17 @@ def load_config(model_dir: str | Path) -> UniterConfig:
         raise ValueError(f"{config_path}: not a valid UniterConfig: {err}") from err
 
 
+def read_weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model directory, or one error naming the file that is missing or unreadable."""
+    weights_path = Path(model_dir) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path} is missing; the model directory is incomplete")
+    try:
+        return load_file(weights_path)
+    except SafetensorError as err:
+        raise ValueError(f"{weights_path}: not a readable safetensors file: {err}") from err
+
+
 def _refuse_finetuned(model_dir: Path) -> None:
     from lottery.models.uniter.finetuned import task_head
 
@@ -127,12 +138,7 @@ def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
     config = load_config(model_dir)
     _refuse_finetuned(Path(model_dir))
     weights_path = Path(model_dir) / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path} is missing; the model directory is incomplete")
-    try:
-        tensors = load_file(weights_path)
-    except SafetensorError as err:
-        raise ValueError(f"{weights_path}: not a readable safetensors file: {err}") from err
+    tensors = read_weights(model_dir)
 
     model = UniterForPretraining(config)
     expected = {key: value.shape for key, value in model.state_dict().items() if key not in TIED_WEIGHTS}

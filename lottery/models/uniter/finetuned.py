@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from lottery.models.uniter.checkpoint import (
     CONFIG_FILE,
@@ -32,6 +31,7 @@ from lottery.models.uniter.checkpoint import (
     TASK_FILE,
     WEIGHTS_FILE,
     load_config,
+    read_weights,
     shape_mismatches,
 )
 from lottery.models.uniter.config import UniterConfig
@@ -115,13 +115,8 @@ def from_finetuned(model_dir: str | Path) -> UniterForTask:
             f"{model_dir} is not a fine-tuned model directory (no {TASK_FILE}); load it with from_pretrained"
         )
     config = load_config(model_dir)
-    weights_path = model_dir / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path} is missing; the model directory is incomplete")
-    try:
-        tensors = load_file(weights_path)
-    except SafetensorError as err:
-        raise ValueError(f"{weights_path}: not a readable safetensors file: {err}") from err
+    weights_path = Path(model_dir) / WEIGHTS_FILE
+    tensors = read_weights(model_dir)
     model = UniterForTask(config, head.task, num_outputs=head.num_outputs)
     expected = model.state_dict()
     problems = _problems(tensors, {k: v.shape for k, v in expected.items()})
