@@ -271,12 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# exit codes: 2 = bad input (config, ticket), 3 = a run that failed its own proof (a revived mask)
-EXIT_BAD_INPUT, EXIT_MASK_VIOLATED = 2, 3
+# exit codes: 2 = bad input (config, ticket), 3 = a run that failed its own proof (a revived mask),
+# 4 = the run directory is held by another live job
+EXIT_BAD_INPUT, EXIT_MASK_VIOLATED, EXIT_RUN_BUSY = 2, 3, 4
 
 
 def main(argv: list[str] | None = None) -> None:
     from lottery.config import ConfigError
+    from lottery.run_lock import RunBusy
     from lottery.sparsity.enforce import MaskViolation
     from lottery.tickets.format import TicketError
 
@@ -292,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     except MaskViolation as err:
         print(f"lottery: {err}", file=sys.stderr)
         raise SystemExit(EXIT_MASK_VIOLATED) from None
+    except RunBusy as err:
+        print(f"lottery: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_RUN_BUSY) from None
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ that names the first, and takes over a lock left by a job that is gone:
 - no heartbeat for `STALE_AFTER_S`: the holder touches the file every `HEARTBEAT_S` from a daemon
   thread, so a job killed with SIGKILL on another node of a shared file system stops refreshing it.
 
-Only rank 0 takes the lock; callers give the outcome to every rank (`dist.on_main`), so a refusal stops
-every rank at once. Creating the lock is `O_CREAT | O_EXCL`, atomic on local and NFSv3+ file systems.
+Only rank 0 takes the lock (`holding`, through `dist.on_main` at the site ``run_lock``), so a refusal
+stops every rank at once.
+Creating the lock is `O_CREAT | O_EXCL`, atomic on local and NFSv3+ file systems.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,3 +151,23 @@ class RunLock:
                 os.utime(self.path)
             except OSError:  # removed by hand: nothing to refresh
                 return
+
+
+@contextmanager
+def holding(run_dir: Path) -> Iterator[None]:
+    """Collective: rank 0 holds `run_dir`'s lock for the body; a refusal raises RunBusy on every rank."""
+    from lottery import dist
+
+    lock = RunLock(run_dir)
+
+    def take() -> None:
+        lock.acquire()
+        if lock.took_over:
+            print(f"{run_dir}: took over the lock of a job that is gone ({lock.took_over})", flush=True)
+
+    dist.on_main(take, what="run_lock")
+    try:
+        yield
+    finally:
+        if dist.is_main():
+            lock.release()

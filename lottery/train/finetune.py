@@ -131,14 +131,23 @@ def finetune(
 
     The process group is shut down at the end unless `keep_process_group` (a sweep goes on). `run_dir`
     replaces the directory named by the config, and `hooks` let a caller drive the run as it drives a
-    pre-training (IMP on a downstream objective: check the start, stop early, prune at the end).
+    pre-training (IMP on a downstream objective: check the start, stop early, prune at the end). The
+    run directory is held for the job (`run_lock`): a second identical job is refused, naming this one.
     """
-    from lottery.train.ticketed import verify_now
+    from lottery.run_lock import holding
 
     check_config(config)
+    dist.init()
+    out = run_dir or run_dir_for(config)
+    with holding(out):
+        return _finetune(config, keep_process_group, out, hooks)
+
+
+def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks: RunHooks | None) -> dict:
+    from lottery.train.ticketed import verify_now
+
     launch = dist.init()
     main = dist.is_main()
-    out = run_dir or run_dir_for(config)
     hooks = hooks or RunHooks()
     # the alias is resolved once, here: an alias moved while this job runs must not change what it trained
     ticket = resolve_ticket(config)

@@ -376,18 +376,21 @@ def prepare(config: ImpConfig) -> ImpRun:
 
 def imp(config: ImpConfig) -> Path:
     """Run (or continue) an IMP run to its end, publish what the config asks; returns the run directory."""
+    from lottery.run_lock import holding
     from lottery.train.imp_report import report
     from lottery.train.publish import publish_all
 
     dist.init()
     run = prepare(config)
-    run.run()
     settings, steps = config.imp, config.train.steps
-    dist.on_main(
-        lambda: report(run.directory, run.theta0_model.parent, settings.objective, steps), what="imp.report"
-    )
-    dist.on_main(
-        lambda: publish_all(run.directory, settings.publish, settings.store or None), what="imp.publish"
-    )
+    with holding(run.directory):
+        run.run()
+        dist.on_main(
+            lambda: report(run.directory, run.theta0_model.parent, settings.objective, steps),
+            what="imp.report",
+        )
+        dist.on_main(
+            lambda: publish_all(run.directory, settings.publish, settings.store or None), what="imp.publish"
+        )
     dist.shutdown()
     return run.directory

@@ -151,8 +151,17 @@ def pretrain(
 ) -> dict[str, float]:
     """Run (or resume) a pre-training job; returns the final val metrics. Collective on every rank.
 
-    The process group is shut down at the end unless `keep_process_group` (a caller that goes on).
+    The process group is shut down at the end unless `keep_process_group` (a caller that goes on). The
+    run directory is held for the job (`run_lock`): a second identical job is refused, naming this one.
     """
+    from lottery.run_lock import holding
+
+    dist.init()
+    with holding(Path(config.run_dir)):
+        return _pretrain(config, keep_process_group, hooks)
+
+
+def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks | None) -> dict[str, float]:
     hooks = hooks or RunHooks()
     launch = dist.init()
     run_dir = Path(config.run_dir)

@@ -84,3 +84,31 @@ def test_a_lock_file_being_written_is_not_taken_over(tmp_path) -> None:
     (tmp_path / LOCK_NAME).write_text("")
     with pytest.raises(RunBusy, match="taking this directory"):
         RunLock(tmp_path).acquire()
+
+
+def test_a_second_pretraining_on_a_held_run_directory_exits_4_naming_the_holder(tmp_path, capsys) -> None:
+    """The job is refused before it builds or trains anything: the lock is its first step."""
+    from lottery.cli import EXIT_RUN_BUSY, main
+
+    held = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from lottery.run_lock import RunLock; RunLock({str(held)!r}).acquire(); "
+            "import time; print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["pretrain", f"run_dir={held}", f"data.dir={tmp_path / 'never-built'}"])
+        assert exit_info.value.code == EXIT_RUN_BUSY
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"pid {holder.pid}" in message and str(held) in message
+        assert not (tmp_path / "never-built").exists()
+    finally:
+        holder.kill()
+        holder.wait()
