@@ -73,7 +73,7 @@ def _revived(engine, masks) -> int:
 
 
 def main(layout: str, out_path: str, enforced: bool) -> None:
-    """`layout`: a ds_configs/ name (zero0 ... zero3, zero3_offload)."""
+    """`layout`: a lottery/ds_configs/ name (zero0 ... zero3, zero3_offload)."""
     started = time.perf_counter()
     dist.init()
     torch.manual_seed(0)
