@@ -146,7 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lottery", description=__doc__.splitlines()[0])
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_asset_commands(commands)
+    _add_training_commands(commands)
+    _add_finetune_commands(commands)
+    _add_output_commands(commands)
+    add_ticket_commands(commands)
+    return parser
 
+
+def _add_asset_commands(commands) -> None:
+    """`data` and `model`: what a run starts from."""
     data = commands.add_parser("data", help="build datasets").add_subparsers(dest="what", required=True)
     shapes = data.add_parser("shapes", help="write the procedural shapes world as webdataset shards")
     shapes.add_argument("--out", required=True, help="output directory")
@@ -176,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True)
     convert.set_defaults(func=_model_convert)
 
+
+def _add_training_commands(commands) -> None:
+    """`pretrain`, `theta0`, `imp` and `pipeline`: the jobs that train on the pre-training tasks."""
     pretrain = commands.add_parser("pretrain", help="pre-train on MLM/ITM/MRFR/MRC-kl on a DeepSpeed engine")
     pretrain.add_argument("--config", default="pretrain-uniter-mini", help="shipped config name or YAML path")
     pretrain.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
@@ -210,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flow.set_defaults(func=_pipeline)
 
+
+def _add_finetune_commands(commands) -> None:
+    """`finetune` and `sweep`: downstream tasks under tickets."""
     tune = commands.add_parser("finetune", help="fine-tune one downstream task from theta0 under a ticket")
     tune.add_argument("--task", required=True, help="vqa, gqa, vcr, snli-ve, refcoco+, retrieval or nlvr2")
     tune.add_argument("--ticket", default="dense", help="ticket alias or id in the store, or dense")
@@ -248,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("overrides", nargs="*", help="key=value overrides of every job")
     grid.set_defaults(func=_sweep)
 
+
+def _add_output_commands(commands) -> None:
+    """`report`, `eval` and `config show`: reading what runs made, and what a config resolves to."""
     report = commands.add_parser("report", help="tables and figures from fine-tune run directories")
     report.add_argument("runs", nargs="+", help="run directories, or directories holding them")
     report.add_argument("--out", required=True, help="output directory")
@@ -267,8 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", default="pretrain-uniter-mini")
     show.add_argument("overrides", nargs="*")
     show.set_defaults(func=_config_show)
-    add_ticket_commands(commands)
-    return parser
 
 
 # exit codes: 2 = bad input (config, ticket), 3 = a run that failed its own proof (a revived mask),
