@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
+from lottery.files import open_atomic, write_text_atomic
 from lottery.report.collect import Result, dense_scores
 from lottery.report.paper import mean_percent, universal_percent_of_dense
 from lottery.report.tickets import check_tickets
@@ -119,11 +121,12 @@ def markdown(results: list[Result]) -> str:
 
 
 def write_csv(results: list[Result], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(results[0])))
-        writer.writeheader()
-        for r in results:
-            writer.writerow(asdict(r))
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(results[0])))
+    writer.writeheader()
+    for r in results:
+        writer.writerow(asdict(r))
+    write_text_atomic(path, buffer.getvalue())
 
 
 def plot_sparsity(results: list[Result], out_dir: Path) -> list[Path]:
@@ -153,7 +156,8 @@ def plot_sparsity(results: list[Result], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"{task.replace('+', 'plus')}_sparsity.png"
-        fig.savefig(path, dpi=100)
+        with open_atomic(path) as handle:
+            fig.savefig(handle, format="png", dpi=100)
         plt.close(fig)
         written.append(path)
     return written
@@ -189,7 +193,8 @@ def plot_transfer(results: list[Result], out_dir: Path) -> Path | None:
     ax.set_title("tickets transferred: % of the dense score")
     fig.tight_layout()
     path = out_dir / "transfer.png"
-    fig.savefig(path, dpi=100)
+    with open_atomic(path) as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
     return path
 
@@ -209,7 +214,7 @@ def write_report(results: list[Result], out_dir: Path) -> Path:
     text = markdown(results)
     if checks:
         text += "\n" + tickets_markdown(checks)
-    (out_dir / "report.md").write_text(text)
+    write_text_atomic(out_dir / "report.md", text)
     plot_sparsity(results, out_dir)
     plot_transfer(results, out_dir)
     return out_dir / "report.md"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from lottery.files import open_atomic
 from lottery.train.metrics import read_metrics
 
 
@@ -41,8 +41,7 @@ def plot_learning_curves(metrics_path: Path, out: Path, title: str = "") -> Path
     right.legend()
     figure.suptitle(title or str(metrics_path.parent))
     figure.tight_layout()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    with open_atomic(out) as handle:
+        figure.savefig(handle, format="png", dpi=100)
     plt.close(figure)
-    os.replace(tmp, out)
     return out

@@ -7,9 +7,10 @@ On resume the log is cut back to the checkpoint's step, so steps that ran after 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from lottery.files import write_text_atomic
 
 
 class MetricsLog:
@@ -31,9 +32,7 @@ class MetricsLog:
         kept = [
             line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step
         ]
-        tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
