@@ -61,7 +61,7 @@ def prune_pieces(
     total = sum(p.numel for p in pieces)
     pruned = int(dist.all_reduce_tensor(torch.tensor([sum(int((~p.kept).sum()) for p in pieces)]))[0])
     k = _count_to_prune(round(sparsity * total), pruned, "the prunable scope")
-    chosen = select_smallest(scores, k)
+    chosen = select_smallest(scores, k, names=[p.name for p in pieces])
     return [p.kept & ~c for p, c in zip(pieces, chosen, strict=True)]
 
 
@@ -70,7 +70,7 @@ def _layerwise(pieces: Sequence[Piece], sparsity: float) -> list[Tensor]:
     kept = []
     for piece, already in zip(pieces, pruned.tolist(), strict=True):
         k = _count_to_prune(round(sparsity * piece.numel), already, piece.name)
-        (chosen,) = select_smallest([_scores(piece, "magnitude", 0)], k)
+        (chosen,) = select_smallest([_scores(piece, "magnitude", 0)], k, names=[piece.name])
         kept.append(piece.kept & ~chosen)
     return kept
 

@@ -121,3 +121,18 @@ def test_inf_marks_pruned_entries_and_is_not_an_error(world):
     pieces[1][0] = torch.full_like(pieces[1][0], float("inf"))
     got = world.run(lambda rank: kth_smallest(pieces[rank], 34))  # 33 finite scores, then inf
     assert got[0] == got[1] == float("inf")
+
+
+def test_a_nan_weight_is_named_by_its_parameter_when_pruning() -> None:
+    """The error a user sees from IMP names the tensor that went NaN, not a piece index."""
+    from lottery.sparsity.criteria import Piece, prune_pieces
+
+    good = torch.ones(8)
+    bad = torch.ones(8)
+    bad[3] = float("nan")
+    pieces = [
+        Piece(0, "layer.0.weight", (8,), 0, good, torch.ones(8, dtype=torch.bool)),
+        Piece(1, "layer.1.weight", (8,), 0, bad, torch.ones(8, dtype=torch.bool)),
+    ]
+    with pytest.raises(ValueError, match=r"1 NaN .* in piece 1 \(layer\.1\.weight\)"):
+        prune_pieces(pieces, "magnitude", 0.5)
