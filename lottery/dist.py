@@ -263,7 +263,7 @@ def on_main(action: Callable[[], T], what: str) -> T:
 
 def _portable(err: Exception, what: str) -> Exception:
     """`err` itself when it survives pickling (its type decides the exit code), else its message."""
-    try:
+    try:  # a round trip of this process's own object, as the broadcast will make it: not outside data
         copy = pickle.loads(pickle.dumps(err))
     except Exception:  # noqa: BLE001 - an exception type with a custom constructor
         return RankZeroError(f"{what}: {type(err).__name__}: {err}")
