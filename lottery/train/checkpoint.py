@@ -16,13 +16,12 @@ after the tag's files are written and before ``latest`` names it.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from lottery import dist
 from lottery.faults import fault_point
-from lottery.files import write_text_atomic
+from lottery.files import fsync_tree, write_text_atomic
 
 KEEP_LAST = 2
 POINTER = "latest"
@@ -58,29 +57,11 @@ def resume_step(run_dir: Path) -> int | None:
     return dist.on_main(lambda: latest_step(run_dir), what="checkpoint.latest_step")
 
 
-def _fsync_tree(directory: Path) -> None:
-    """Flush the tag's files and directory entries to disk, so a crash after `latest` finds them whole."""
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            _fsync(path)
-    for path in [directory, *sorted(p for p in directory.rglob("*") if p.is_dir())]:
-        _fsync(path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _commit(run_dir: Path, step: int) -> None:
     """Rank 0, once every rank's files of `step` are written: name it in `latest`, drop older tags."""
     root = checkpoint_dir(run_dir)
-    _fsync_tree(root / _tag(step))
-    write_text_atomic(root / POINTER, _tag(step))
-    _fsync(root)
+    fsync_tree(root / _tag(step))  # the tag's files whole on disk before `latest` names them
+    write_text_atomic(root / POINTER, _tag(step))  # fsyncs `root` after the rename
     tags = sorted(p for p in root.glob("step_*") if p.is_dir() and _tag_step(p.name) is not None)
     older = [p for p in tags if _tag_step(p.name) <= step]
     # a tag newer than the one just committed is what a killed attempt left half-written
