@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from lottery import dist
 from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_config, parse_override, to_dict
-from lottery.files import write_json_atomic
+from lottery.files import atomic_directory, write_json_atomic
 from lottery.tasks.downstream.chance import chance_metrics
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
 from lottery.tasks.downstream.examples import TASK_NAMES
@@ -344,9 +343,5 @@ def _save_model(run: _Setup, config: FinetuneConfig, out: Path) -> None:
     if not dist.is_main():
         return
     head = TaskHead(config.task, run.model.head[-1].out_features, tuple(run.data.answers))
-    partial = out / ".model.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_finetuned(state, run.model.config, head, partial, tokenizer_files(run.bert_model))
-    shutil.rmtree(out / "model", ignore_errors=True)
-    partial.rename(out / "model")
+    with atomic_directory(out / "model", replace=True) as partial:
+        save_finetuned(state, run.model.config, head, partial, tokenizer_files(run.bert_model))
