@@ -16,6 +16,7 @@ only when its bindings are installed; we ask for gloo explicitly so a CPU-only m
 
 from __future__ import annotations
 
+import copy as copy_module
 import os
 import pickle
 import socket
@@ -263,8 +264,9 @@ def on_main(action: Callable[[], T], what: str) -> T:
 
 def _portable(err: Exception, what: str) -> Exception:
     """`err` itself when it survives pickling (its type decides the exit code), else its message."""
-    try:  # a round trip of this process's own object, as the broadcast will make it: not outside data
-        copy = pickle.loads(pickle.dumps(err))
+    try:  # the broadcast pickles it; the receivers rebuild it by its reduce, as deepcopy does here
+        pickle.dumps(err)
+        copy = copy_module.deepcopy(err)
     except Exception:  # noqa: BLE001 - an exception type with a custom constructor
         return RankZeroError(f"{what}: {type(err).__name__}: {err}")
     return copy if str(copy) == str(err) else RankZeroError(f"{what}: {type(err).__name__}: {err}")
