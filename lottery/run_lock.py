@@ -11,6 +11,8 @@ that names the first, and takes over a lock left by a job that is gone:
 Only rank 0 takes the lock (`holding`, through `dist.on_main` at the site ``run_lock``), so a refusal
 stops every rank at once.
 Creating the lock is `O_CREAT | O_EXCL`, atomic on local and NFSv3+ file systems.
+A job that stops before writing anything (a refused theta0, a bad ticket) leaves no trace: releasing
+the lock removes the directories the lock itself created, if they are still empty.
 """
 
 from __future__ import annotations
@@ -94,8 +96,10 @@ class RunLock:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.took_over: str | None = None  # why an old lock was replaced, for the job's log
+        self._created: list[Path] = []  # directories made for the lock, deepest first
 
     def acquire(self) -> RunLock:
+        self._created = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._create():
             holder, age = self._read()
@@ -120,6 +124,11 @@ class RunLock:
         holder, _ = self._read()
         if holder == self.me:
             self.path.unlink(missing_ok=True)
+        for directory in self._created:  # rmdir refuses a directory the job (or anyone) wrote into
+            try:
+                directory.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> RunLock:
         return self.acquire()

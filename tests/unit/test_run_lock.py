@@ -46,6 +46,19 @@ def test_the_lock_is_held_for_the_body_and_removed_after(tmp_path) -> None:
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+def test_a_job_that_wrote_nothing_leaves_no_directory_behind(tmp_path) -> None:
+    run_dir = tmp_path / "runs" / "job"
+    with RunLock(run_dir):
+        assert run_dir.is_dir()
+    assert not (tmp_path / "runs").exists(), "the directories made for the lock are removed when empty"
+    with RunLock(run_dir):
+        (run_dir / "metrics.json").write_text("{}")
+    assert (run_dir / "metrics.json").exists(), "what the job wrote stays"
+    with RunLock(run_dir):
+        pass
+    assert run_dir.is_dir(), "a directory that existed before the lock is not removed"
+
+
 def test_a_lock_whose_pid_is_gone_on_this_host_is_taken_over(tmp_path) -> None:
     _write_holder(tmp_path / LOCK_NAME, replace(Holder.this_process(), pid=_dead_pid()))
     with RunLock(tmp_path) as lock:
