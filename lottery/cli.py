@@ -287,18 +287,20 @@ def _add_output_commands(commands) -> None:
     show.set_defaults(func=_config_show)
 
 
-# exit codes: 2 = bad input (config, ticket), 3 = a run that failed its own proof (a revived mask),
+# exit codes: 2 = bad input (config, ticket, model directory), 3 = a run that failed its own proof (a revived mask),
 # 4 = the run directory is held by another live job
 EXIT_BAD_INPUT, EXIT_MASK_VIOLATED, EXIT_RUN_BUSY = 2, 3, 4
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)  # before the heavy imports: a usage error answers at once
+
     from lottery.config import ConfigError
+    from lottery.models.uniter.checkpoint import ModelDirError
     from lottery.run_lock import RunBusy
     from lottery.sparsity.enforce import MaskViolation
     from lottery.tickets.format import TicketError
 
-    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except ConfigError as err:
@@ -306,6 +308,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(EXIT_BAD_INPUT) from None
     except TicketError as err:
         print(f"lottery: ticket refused: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except ModelDirError as err:
+        print(f"lottery: model refused: {err}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
     except MaskViolation as err:
         print(f"lottery: {err}", file=sys.stderr)

@@ -11,14 +11,10 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import tarfile
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -27,6 +23,7 @@ from lottery.data.captions import make_caption
 from lottery.data.features import FeatureSpace
 from lottery.data.schema import META_NAME, encode_sample, validate_sample
 from lottery.data.world import CLASS_NAMES, SceneConfig, generate_scene
+from lottery.files import open_atomic
 
 # tarfile writes in 10 KB records; a larger buffer turns them into fewer system calls.
 _WRITE_BUFFER = 1 << 22
@@ -116,7 +113,7 @@ def write_shapes_shards(out_dir: Path, cfg: ShapesConfig) -> Path:
         "class_names": list(CLASS_NAMES),
         "feat_dim": cfg.feat_dim,
     }
-    with _atomic(meta_path) as f:
+    with open_atomic(meta_path, buffering=_WRITE_BUFFER) as f:
         f.write(json.dumps(meta, indent=2).encode())
     return out_dir
 
@@ -134,7 +131,7 @@ def _write_split(out_dir: Path, cfg: ShapesConfig, space: FeatureSpace, split: s
             start = shard * cfg.samples_per_shard
             stop = min(total, start + cfg.samples_per_shard)
             with (
-                _atomic(out_dir / name) as f,
+                open_atomic(out_dir / name, buffering=_WRITE_BUFFER) as f,
                 tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar,
             ):
                 for index in range(start, stop):
@@ -162,22 +159,6 @@ def _add_sample(tar: tarfile.TarFile, encoded: dict[str, Any]) -> None:
         info.mode = 0o444
         info.mtime = 0
         tar.addfile(info, io.BytesIO(encoded[field]))
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[IO[bytes]]:
-    """Write to a hidden temp file beside `path`, renamed to `path` only if the block completes."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a dataset is read by other jobs and users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def config_changes(meta_path: Path, cfg: ShapesConfig) -> list[tuple[str, Any, Any]]:

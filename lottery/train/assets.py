@@ -1,11 +1,11 @@
 """What a job needs before it trains: the shards and the starting model directory, built once.
 
-Collective: rank 0 builds whatever is missing (the shapes world, a UNITER from a BERT) while the other
-ranks wait at a barrier, and refuses a shapes world built from other settings than the job's `data.*`;
-then every rank reads the same directories. The shapes world is built or checked through
-``dist.on_main`` (site ``assets.shapes_world``), so a refusal stops every rank at once. Both builders
-write atomically (temp names, renamed at the end), so a job killed mid-build leaves nothing that
-looks complete.
+Collective: rank 0 builds whatever is missing (the shapes world, a UNITER from a BERT) and refuses a
+shapes world built from other settings than the job's `data.*`, or a model made for other data;
+then every rank reads the same directories. Both go through ``dist.on_main`` (sites
+``assets.shapes_world`` and ``assets.model``), so a refusal or a failed build stops every rank at
+once. Both builders write atomically (temp names, renamed at the end), so a job killed mid-build
+leaves nothing that looks complete.
 """
 
 from __future__ import annotations
@@ -108,20 +108,19 @@ def build_model_from_bert(
 
 
 def ensure_model(model: ModelConfig, data_dir: Path) -> Path:
-    """The starting model directory; built from ``model.init_from_bert`` when missing (rank 0)."""
+    """The starting model directory; built from ``model.init_from_bert`` when missing (collective)."""
     out = Path(model.dir)
-    if dist.is_main() and not (out / "config.json").is_file():
-        print(f"building {out} from {model.init_from_bert} (first run only)", flush=True)
-        # built aside and renamed: a killed build leaves no half-written model directory behind
-        partial = out.parent / f".{out.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        build_model_from_bert(model.init_from_bert, partial, data_dir=data_dir)
-        if out.is_dir() and not (out / "config.json").is_file():
-            shutil.rmtree(out)  # left by a build from before builds were renamed into place
-        partial.rename(out)
-    dist.barrier()
-    _check_fits_data(out, data_dir)
+    dist.on_main(lambda: _build_or_check_model(model.init_from_bert, out, data_dir), what="assets.model")
     return out
+
+
+def _build_or_check_model(bert: str, out: Path, data_dir: Path) -> None:
+    if not (out / "config.json").is_file():
+        print(f"building {out} from {bert} (first run only)", flush=True)
+        if out.is_dir():
+            shutil.rmtree(out)  # left by a build from before builds were renamed into place
+        build_model_from_bert(bert, out, data_dir=data_dir)  # save_pretrained: whole or nothing
+    _check_fits_data(out, data_dir)
 
 
 def _check_fits_data(model_dir: Path, data_dir: Path) -> None:
@@ -130,10 +129,10 @@ def _check_fits_data(model_dir: Path, data_dir: Path) -> None:
     config = load_config(model_dir)
     meta = data_meta(data_dir)
     if config.img_dim != int(meta["feat_dim"]) or config.num_region_classes != len(meta["class_names"]):
-        raise ValueError(
-            f"model {model_dir} takes {config.img_dim}-d regions and {config.num_region_classes} classes but "
-            f"{data_dir} has {meta['feat_dim']}-d features and {len(meta['class_names'])} classes; "
-            "point model.dir at a model built for this data (or a new directory to build one)"
+        raise ConfigError(
+            f"model.dir: model {model_dir} takes {config.img_dim}-d regions and {config.num_region_classes} "
+            f"classes but {data_dir} has {meta['feat_dim']}-d features and {len(meta['class_names'])} "
+            "classes; point model.dir at a model built for this data (or a new directory to build one)"
         )
 
 

@@ -96,7 +96,9 @@ def remove_rewind_point(directory: Path) -> None:
 
 def _write_rewind_point(state: dict, theta0_model: Path, directory: Path, rewind_step: int) -> None:
     """Rank 0's part of save_rewind_point: the model directory and its record, renamed into place whole."""
-    from lottery.models.uniter import from_pretrained, save_pretrained, tokenizer_files
+    from lottery.files import atomic_directory
+    from lottery.models.uniter import from_pretrained, tokenizer_files
+    from lottery.models.uniter.checkpoint import write_model_files
 
     target = directory / "rewind"
     wanted = {"step": rewind_step, "world_size": dist.world_size()}
@@ -104,12 +106,10 @@ def _write_rewind_point(state: dict, theta0_model: Path, directory: Path, rewind
         return  # this round 0 wrote it before a kill, from the same weights
     model = from_pretrained(theta0_model)
     model.load_state_dict(state)
-    partial = directory / ".rewind.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    save_pretrained(model, partial, extra_files=tokenizer_files(theta0_model))
-    (partial / MARKER).write_text(json.dumps(wanted, sort_keys=True))
-    shutil.rmtree(target, ignore_errors=True)  # a stale point (another world size, no record)
-    partial.rename(target)
+    # replace=True: a stale point (another world size, no record) is swapped out in the same rename
+    with atomic_directory(target, replace=True) as partial:
+        write_model_files(model, partial, tokenizer_files(theta0_model))
+        (partial / MARKER).write_text(json.dumps(wanted, sort_keys=True))
     print(f"rewind point: the weights at step {rewind_step} -> {target}", flush=True)
 
 

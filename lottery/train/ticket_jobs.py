@@ -241,26 +241,40 @@ def export_ticket(store: TicketStore, ref: str, out: Path, fmt: str = "torch-pru
 def apply_ticket(store: TicketStore, ref: str, model_dir: Path, out: Path) -> Path:
     """A new model directory `out`: `model_dir` with the ticket's pruned weights set to 0.
 
-    The fingerprint is checked before the weights are read. Files other than the config and weights
-    (e.g. the tokenizer) are copied along.
+    `model_dir` is a pre-training directory (theta0) or a fine-tuned one (backbone + task head: the
+    backbone keeps the pre-training names, so the same ticket applies and the head is copied as is).
+    The fingerprint is checked before the weights are read. Files other than the config, weights and
+    task description (e.g. the tokenizer) are copied along; `out` is written whole or not at all.
     """
     import torch
 
-    from lottery.models.uniter import from_pretrained, save_pretrained
-    from lottery.models.uniter.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from lottery.files import atomic_directory
+    from lottery.models.uniter import (
+        from_finetuned,
+        from_pretrained,
+        save_finetuned,
+        save_pretrained,
+        task_head,
+    )
+    from lottery.models.uniter.checkpoint import CONFIG_FILE, TASK_FILE, WEIGHTS_FILE
 
     ticket = store.load(ref)
     _check_against_model(ticket, model_dir, None)
-    model = from_pretrained(model_dir)
+    head = task_head(model_dir)
+    model = from_pretrained(model_dir) if head is None else from_finetuned(model_dir)
     with torch.no_grad():
         for name, mask in ticket.masks.masks.items():
             model.get_parameter(name).masked_fill_(~mask, 0.0)
     extra = {
         p.name: p
         for p in Path(model_dir).iterdir()
-        if p.is_file() and p.name not in (CONFIG_FILE, WEIGHTS_FILE)
+        if p.is_file() and p.name not in (CONFIG_FILE, WEIGHTS_FILE, TASK_FILE)
     }
-    return save_pretrained(model, out, extra_files=extra)
+    if head is None:
+        return save_pretrained(model, out, extra_files=extra)
+    with atomic_directory(Path(out)) as partial:
+        save_finetuned(model.state_dict(), model.config, head, partial, extra_files=extra)
+    return Path(out)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -84,3 +84,16 @@ def test_a_world_written_by_lottery_data_shapes_is_checked_the_same_way(tmp_path
     ensure_data(small(out, seed=3, samples_per_shard=1000))
     with pytest.raises(ConfigError, match="data.seed built 3, asked 0"):
         ensure_data(small(out, samples_per_shard=1000))
+
+
+def test_a_model_dir_made_for_other_data_is_refused_naming_both(built, tmp_path):
+    from tiny import TINY, save_tiny
+
+    from lottery.config import ModelConfig
+    from lottery.train.assets import ensure_model
+
+    model_dir = save_tiny(tmp_path / "model")  # 16-d regions, 5 classes
+    meta = json.loads((built / "meta.json").read_text())
+    assert int(meta["feat_dim"]) == TINY.img_dim and len(meta["class_names"]) != TINY.num_region_classes
+    with pytest.raises(ConfigError, match=rf"model.dir: model {model_dir} takes 16-d regions and 5 classes"):
+        ensure_model(ModelConfig(dir=str(model_dir)), built)

@@ -90,3 +90,15 @@ def test_a_pretraining_directory_is_not_taken_for_a_finetuned_one(tmp_path):
     assert task_head(model_dir) is None
     with pytest.raises(ValueError, match="not a fine-tuned model directory"):
         from_finetuned(model_dir)
+
+
+def test_lottery_eval_of_a_fine_tuned_directory_is_one_line_naming_it_and_exit_2(tmp_path, capsys):
+    """The grounding criteria need the pre-training heads; a fine-tuned directory has none."""
+    from lottery.cli import main
+
+    model_dir = _save(_task_model(), tmp_path / "model")
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--model", str(model_dir), "--data", str(tmp_path / "no-data")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert err[0].startswith(f"lottery: model refused: {model_dir} is a fine-tuned vqa model")

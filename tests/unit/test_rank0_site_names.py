@@ -29,6 +29,7 @@ MODULES = {
     "lottery.train.sweep": {"sweep.resolve_tickets", "sweep.done_before"},
     "lottery.train.early_bird": {"early_bird.alias", "early_bird.record"},
     "lottery.run_lock": {"run_lock"},
+    "lottery.train.assets": {"assets.shapes_world", "assets.model"},
 }
 
 

@@ -338,6 +338,30 @@ def test_apply_writes_a_model_dir_with_exactly_the_pruned_weights_zeroed(capsys,
     assert code == 2 and "already exists" in err
 
 
+def test_apply_to_a_fine_tuned_directory_zeroes_the_backbone_and_keeps_the_head(capsys, tmp_path, model_dir):
+    from lottery.models.uniter import TaskHead, from_finetuned, save_finetuned, task_head
+    from lottery.tasks.downstream.model import UniterForTask
+
+    torch.manual_seed(0)
+    task_model = UniterForTask(TINY, "vqa", num_outputs=5)
+    finetuned = tmp_path / "vqa-model"
+    finetuned.mkdir()
+    save_finetuned(task_model.state_dict(), TINY, TaskHead("vqa", 5, tuple("abcde")), finetuned)
+    (finetuned / "vocab.txt").write_text("[PAD]\n")
+    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
+    out_dir = tmp_path / "vqa-s60"
+    code, _, err = run(
+        capsys, "apply", ticket_id, "--store", str(tmp_path), "--model", str(finetuned), "--out", str(out_dir)
+    )
+    assert code == 0, err
+    pruned, masks = from_finetuned(out_dir), TicketStore(tmp_path).load(ticket_id).masks.masks
+    assert task_head(out_dir) == TaskHead("vqa", 5, tuple("abcde"))
+    for name, value in pruned.state_dict().items():
+        want = task_model.state_dict()[name]
+        assert torch.equal(value, want * masks[name] if name in masks else want), name
+    assert (out_dir / "vocab.txt").read_text() == "[PAD]\n"
+
+
 def test_apply_to_another_model_is_refused_before_writing_anything(capsys, tmp_path, model_dir) -> None:
     other = save_tiny(
         tmp_path / "wide", UniterConfig(**{**TINY.__dict__, "name": "wide", "intermediate_size": 128})

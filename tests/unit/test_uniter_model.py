@@ -14,6 +14,7 @@ from torch import nn
 
 from lottery.models.uniter import (
     TIED_WEIGHTS,
+    ModelDirError,
     UniterForPretraining,
     convert_original,
     from_pretrained,
@@ -304,7 +305,7 @@ def test_from_pretrained_names_the_file_and_an_unexpected_key(tmp_path: Path) ->
 def test_from_pretrained_names_a_missing_config(tmp_path: Path) -> None:
     save_pretrained(tiny_model(), tmp_path / "model")
     (tmp_path / "model" / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match="model/config.json is missing"):
+    with pytest.raises(ModelDirError, match="model/config.json is missing"):
         from_pretrained(tmp_path / "model")
 
 

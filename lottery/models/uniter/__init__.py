@@ -1,6 +1,6 @@
 """UNITER built from transformers BERT parts, with the original checkpoint key names."""
 
-from lottery.models.uniter.checkpoint import from_pretrained, load_config, save_pretrained
+from lottery.models.uniter.checkpoint import ModelDirError, from_pretrained, load_config, save_pretrained
 from lottery.models.uniter.config import UniterConfig, preset, preset_names
 from lottery.models.uniter.convert import ConversionReport, convert_original
 from lottery.models.uniter.finetuned import TaskHead, from_finetuned, save_finetuned, task_head
@@ -18,6 +18,7 @@ __all__ = [
     "TIED_WEIGHTS",
     "ConversionReport",
     "InitReport",
+    "ModelDirError",
     "TaskHead",
     "UniterConfig",
     "UniterForPretraining",

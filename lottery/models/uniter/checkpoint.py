@@ -1,8 +1,10 @@
 """Our UNITER model directory: `config.json` (a UniterConfig) + `model.safetensors`.
 
 Tied weights are stored once, under their owner's name (see TIED_WEIGHTS), and re-tied on load.
-A directory is written under a temporary name and renamed when complete, so a killed job never leaves
-a half-written model behind, and loading needs safetensors only (no pickle). A fine-tuned directory
+A directory is written through `files.atomic_directory` (filled under a hidden name, fsynced, renamed),
+so a killed job never leaves a half-written model behind, and loading needs safetensors only (no
+pickle). Every directory that cannot be used raises `ModelDirError`, naming the directory or file:
+the CLI prints it as one line and exits 2. A fine-tuned directory
 (finetuned.py: the same config.json, a task head instead of the pre-training heads) is refused by
 `from_pretrained`, which names `from_finetuned`.
 """
@@ -10,7 +12,6 @@ a half-written model behind, and loading needs safetensors only (no pickle). A f
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lottery.files import atomic_directory
 from lottery.models.uniter.config import UniterConfig
 from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
 
@@ -28,6 +30,10 @@ WEIGHTS_FILE = "model.safetensors"
 TASK_FILE = "task.json"
 # what fine-tunes wrote into config.json before task.json existed
 LEGACY_TASK_KEYS = ("task", "num_outputs")
+
+
+class ModelDirError(ValueError):
+    """A model directory that cannot be used for what was asked; the message names it and why."""
 
 
 def format_shape(shape: torch.Size | tuple[int, ...]) -> str:
@@ -56,10 +62,17 @@ def save_pretrained(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; remove it or save to another path")
+    _check_savable(model, extra_files or {})
+    with atomic_directory(out_dir) as partial:
+        write_model_files(model, partial, extra_files)
+    return out_dir
+
+
+def _check_savable(model: UniterForPretraining, extra_files: Mapping[str, Path]) -> None:
+    """Refuse before anything is written: untied weights, a clashing or missing extra file."""
     for alias, owner in TIED_WEIGHTS.items():
         if model.get_parameter(alias) is not model.get_parameter(owner):
             raise ValueError(f"{alias} is not tied to {owner}; call model.tie_weights() before saving")
-    extra_files = dict(extra_files or {})
     for name, source in extra_files.items():
         if name in (CONFIG_FILE, WEIGHTS_FILE) or Path(name).name != name:
             raise ValueError(
@@ -68,35 +81,35 @@ def save_pretrained(
         if not Path(source).is_file():
             raise FileNotFoundError(f"extra file {name!r}: {source} does not exist")
 
-    tmp_dir = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    try:
-        tensors = {
-            key: value.detach().contiguous()
-            for key, value in model.state_dict().items()
-            if key not in TIED_WEIGHTS
-        }
-        save_file(
-            tensors, tmp_dir / WEIGHTS_FILE, metadata={"format": "pt", "tied": json.dumps(TIED_WEIGHTS)}
-        )
-        for name, source in extra_files.items():
-            shutil.copyfile(source, tmp_dir / name)
-        (tmp_dir / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-        os.rename(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    return out_dir
+
+def write_model_files(
+    model: UniterForPretraining, directory: Path, extra_files: Mapping[str, Path] | None = None
+) -> None:
+    """Fill the empty `directory` (a partial one from `files.atomic_directory`) with the model's files.
+
+    For a caller that adds files of its own before the directory is renamed into place (the IMP
+    rewind point adds its record); everyone else calls `save_pretrained`.
+    """
+    extra_files = dict(extra_files or {})
+    _check_savable(model, extra_files)
+    tensors = {
+        key: value.detach().contiguous()
+        for key, value in model.state_dict().items()
+        if key not in TIED_WEIGHTS
+    }
+    save_file(tensors, directory / WEIGHTS_FILE, metadata={"format": "pt", "tied": json.dumps(TIED_WEIGHTS)})
+    for name, source in extra_files.items():
+        shutil.copyfile(source, directory / name)
+    (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
 
 
 def load_config(model_dir: str | Path) -> UniterConfig:
     """The UniterConfig of a model directory, without reading its weights."""
     config_path = Path(model_dir) / CONFIG_FILE
     if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"UNITER model directory {model_dir} does not exist")
+        raise ModelDirError(f"UNITER model directory {model_dir} does not exist")
     if not config_path.is_file():
-        raise FileNotFoundError(
+        raise ModelDirError(
             f"{config_path} is missing: {model_dir} is not a UNITER model directory ({CONFIG_FILE} + {WEIGHTS_FILE})"
         )
     try:
@@ -105,18 +118,18 @@ def load_config(model_dir: str | Path) -> UniterConfig:
             data = {k: v for k, v in data.items() if k not in LEGACY_TASK_KEYS}  # an older fine-tuned dir
         return UniterConfig.from_dict(data)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{config_path}: not a valid UniterConfig: {err}") from err
+        raise ModelDirError(f"{config_path}: not a valid UniterConfig: {err}") from err
 
 
 def read_weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a model directory, or one error naming the file that is missing or unreadable."""
     weights_path = Path(model_dir) / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path} is missing; the model directory is incomplete")
+        raise ModelDirError(f"{weights_path} is missing; the model directory is incomplete")
     try:
         return load_file(weights_path)
     except SafetensorError as err:
-        raise ValueError(f"{weights_path}: not a readable safetensors file: {err}") from err
+        raise ModelDirError(f"{weights_path}: not a readable safetensors file: {err}") from err
 
 
 def _refuse_finetuned(model_dir: Path) -> None:
@@ -124,7 +137,7 @@ def _refuse_finetuned(model_dir: Path) -> None:
 
     head = task_head(model_dir)
     if head is not None:
-        raise ValueError(
+        raise ModelDirError(
             f"{model_dir} is a fine-tuned {head.task} model (backbone + task head, no pre-training heads): "
             "load it with lottery.models.uniter.from_finetuned"
         )
@@ -151,7 +164,7 @@ def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
         problems.append(f"unexpected tensors {unexpected}")
     problems += shape_mismatches(tensors, expected)
     if problems:
-        raise ValueError(
+        raise ModelDirError(
             f"{weights_path} does not match its config {config.name!r} ({Path(model_dir) / CONFIG_FILE}): "
             + "; ".join(problems)
         )

@@ -30,6 +30,7 @@ from lottery.models.uniter.checkpoint import (
     LEGACY_TASK_KEYS,
     TASK_FILE,
     WEIGHTS_FILE,
+    ModelDirError,
     load_config,
     read_weights,
     shape_mismatches,
@@ -60,7 +61,7 @@ def task_head(model_dir: str | Path) -> TaskHead | None:
             data = json.loads(path.read_text())
             return TaskHead(str(data["task"]), int(data["num_outputs"]), tuple(data.get("answers", ())))
         except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a task head description ({err})") from None
+            raise ModelDirError(f"{path}: not a task head description ({err})") from None
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
         return None
@@ -111,7 +112,7 @@ def from_finetuned(model_dir: str | Path) -> UniterForTask:
     model_dir = Path(model_dir)
     head = task_head(model_dir)
     if head is None:
-        raise ValueError(
+        raise ModelDirError(
             f"{model_dir} is not a fine-tuned model directory (no {TASK_FILE}); load it with from_pretrained"
         )
     config = load_config(model_dir)
@@ -121,7 +122,7 @@ def from_finetuned(model_dir: str | Path) -> UniterForTask:
     expected = model.state_dict()
     problems = _problems(tensors, {k: v.shape for k, v in expected.items()})
     if problems:
-        raise ValueError(f"{weights_path} does not fit a {head.task} model of {config.name!r}: {problems}")
+        raise ModelDirError(f"{weights_path} does not fit a {head.task} model of {config.name!r}: {problems}")
     model.load_state_dict(tensors)
     return model
 
