@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from lottery import dist
-from lottery.config import ConfigError, PretrainConfig, TrainConfig, digest, to_dict, to_yaml
+from lottery.config import ConfigError, PretrainConfig, TrainConfig, digest, load_config, to_dict, to_yaml
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
 from lottery.files import write_text_atomic
 from lottery.sparsity.enforce import MaskEnforcer
@@ -77,29 +77,35 @@ def due(step: int, every: int, last: int) -> bool:
 def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
     """A rerun must be the same run: refuse to resume a directory made by a different config (rank 0).
 
-    config.yaml is written atomically, so a job killed while writing it never leaves a part that the
-    rerun would read as "another config".
+    The record is read as a config, so a field it lacks (added to the schema after it was written)
+    counts as its default: a run stopped before a new option existed still resumes. config.yaml is
+    written atomically, so a job killed while writing it never leaves a part that the rerun would
+    read as "another config".
     """
     recorded = run_dir / "config.yaml"
-    ours = replace(config, train=replace(config.train, stop_after_steps=0))
-    if recorded.exists():
-        import yaml
-
-        theirs = yaml.safe_load(recorded.read_text())
-        if theirs != to_dict(ours):
-            diff = sorted(
-                f"{section}.{key}"
-                for section, values in to_dict(ours).items()
-                if isinstance(values, dict)
-                for key in values
-                if (theirs.get(section) or {}).get(key) != values[key]
-            )
-            raise ConfigError(
-                f"{run_dir} holds a run with another config (differs in {diff or 'run_dir'}); "
-                "use a new run_dir, or the same config to resume"
-            )
-    else:
-        write_text_atomic(recorded, to_yaml(ours))
+    same_run = replace(config, train=replace(config.train, stop_after_steps=0))
+    if not recorded.exists():
+        write_text_atomic(recorded, to_yaml(same_run))
+        return
+    ours = to_dict(same_run)
+    try:
+        theirs = to_dict(load_config(str(recorded), [], cls=PretrainConfig))
+    except ConfigError as err:
+        raise ConfigError(
+            f"{recorded}: not a run record of this version ({err}); use a new run_dir"
+        ) from None
+    if theirs != ours:
+        diff = sorted(
+            f"{section}.{key}"
+            for section, values in ours.items()
+            if isinstance(values, dict)
+            for key in values
+            if (theirs.get(section) or {}).get(key) != values[key]
+        )
+        raise ConfigError(
+            f"{run_dir} holds a run with another config (differs in {diff or 'run_dir'}); "
+            "use a new run_dir, or the same config to resume"
+        )
 
 
 @dataclass

@@ -152,11 +152,9 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
     from lottery.train.grounding import evaluate_model_dir
     from lottery.train.pretrain import pretrain
 
-    dist.init()  # the barrier below must hold every rank until rank 0 has adopted an older record
+    dist.init()
     if dist.is_main():
         print(f"theta0: building {directory} (resumes if a previous build was stopped)", flush=True)
-        _adopt_older_record(directory)
-    dist.barrier()
     pretrain(replace(config, run_dir=str(directory), theta0=Theta0Options()), keep_process_group=True)
     dist.barrier()  # rank 0 writes the model after training; every rank must see the same state
     if not (directory / "model" / "config.json").is_file():
@@ -175,23 +173,6 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
         write_text_atomic(directory / DONE, digest(identity(config)) + "\n")
     dist.barrier()
     return True
-
-
-def _adopt_older_record(directory: Path) -> None:
-    """Add the default `theta0` section to the config.yaml of a build stopped before that section existed.
-
-    Pre-training resumes a run only under the config it recorded; without this, a theta0 build stopped
-    before the section was added could never be finished. Nothing else in the record is touched.
-    """
-    import yaml
-
-    recorded = directory / "config.yaml"
-    if not recorded.is_file():
-        return
-    tree = yaml.safe_load(recorded.read_text())
-    if isinstance(tree, dict) and "theta0" not in tree:
-        tree["theta0"] = asdict(Theta0Options())
-        write_text_atomic(recorded, yaml.safe_dump(tree, sort_keys=False))
 
 
 def _announce(directory: Path) -> Theta0Verdict:

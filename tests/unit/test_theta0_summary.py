@@ -51,19 +51,21 @@ def test_theta0_identity_digest_of_existing_configs_is_unchanged_by_theta0_optio
         assert digest(identity(required)) == expected, name
 
 
-def test_a_theta0_build_stopped_before_theta0_options_existed_still_resumes(tmp_path):
-    """Its config.yaml has no `theta0` section; pre-training resumes only under the config it recorded."""
+def test_a_run_stopped_before_a_config_field_existed_still_resumes(tmp_path):
+    """Its config.yaml has no `theta0` section (added later): the missing field counts as its default."""
     import yaml
 
     from lottery.config import ConfigError, to_dict
     from lottery.train.pretrain import _check_run_dir
-    from lottery.train.theta0 import _adopt_older_record
 
     config = replace(load_config(None, []), run_dir=str(tmp_path))
     older = {k: v for k, v in to_dict(config).items() if k != "theta0"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(older, sort_keys=False))
-    with pytest.raises(ConfigError, match="theta0.require_criteria"):
-        _check_run_dir(tmp_path, config)  # why the record must be adopted
-    _adopt_older_record(tmp_path)
-    _check_run_dir(tmp_path, config)  # the same run now: it resumes
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["theta0"] == {"require_criteria": False}
+    _check_run_dir(tmp_path, config)  # the same run: it resumes
+    required = replace(config, theta0=replace(config.theta0, require_criteria=True))
+    with pytest.raises(ConfigError, match=r"differs in \['theta0.require_criteria'\]"):
+        _check_run_dir(tmp_path, required)  # a non-default value of the new field is another run
+    older["train"]["no_such_option"] = 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older, sort_keys=False))
+    with pytest.raises(ConfigError, match="not a run record of this version.*no_such_option"):
+        _check_run_dir(tmp_path, config)
