@@ -96,9 +96,26 @@ def task_reference_rows(run_dir: Path) -> list[dict]:
     return [{"label": "chance", "val": chance}] if chance else []
 
 
+def theta0_record(theta0_dir: Path) -> dict:
+    """``theta0_dir`` / ``theta0_passed`` / ``theta0_failed``, the keys a fine-tune's metrics use, so a
+    reader of either sees whether the tickets stand on a theta0 that learned (passed None: no verdict,
+    e.g. a table rebuilt where theta0's directory is not at hand)."""
+    from lottery.train.theta0 import read_verdict
+
+    try:
+        verdict = read_verdict(theta0_dir)
+    except (OSError, ValueError):
+        return {"theta0_dir": str(theta0_dir), "theta0_passed": None, "theta0_failed": []}
+    return {
+        "theta0_dir": verdict.directory,
+        "theta0_passed": verdict.passed,
+        "theta0_failed": list(verdict.failed),
+    }
+
+
 def write_rounds(run_dir: Path, theta0_dir: Path, objective: str = "pretrain") -> dict:
     reference = reference_rows(theta0_dir) if objective == "pretrain" else task_reference_rows(run_dir)
-    table = {"rounds": round_rows(run_dir), "reference": reference}
+    table = {"rounds": round_rows(run_dir), "reference": reference, **theta0_record(theta0_dir)}
     write_json_atomic(Path(run_dir) / "rounds.json", table)
     return table
 
@@ -174,6 +191,11 @@ def print_rounds(table: dict, run_dir: Path, steps_per_round: int) -> None:
     print(format_rounds(table))
     for line in mask_warnings(table):
         print(line)
+    if table.get("theta0_passed") is False:
+        print(
+            f"WARNING: these rounds start from theta0 {table['theta0_dir']}, which FAILED its criteria "
+            f"({', '.join(table['theta0_failed'])}): its tickets come from a model that did not learn them all"
+        )
     sys.stdout.flush()
     saved, full = early_bird_saving(table, steps_per_round)
     if saved:

@@ -156,3 +156,23 @@ def test_a_round_mask_that_cannot_be_read_is_named_not_fatal(tmp_path):
         f"WARNING: round 1's mask was not checked: {store.root}: no ticket 'round_01'"
     )
     assert warnings[1].startswith(f"WARNING: round 2's mask was not checked: {path}: hash check failed")
+
+
+def test_the_round_table_records_whether_theta0_passed_and_warns_when_it_failed(tmp_path, capsys):
+    from lottery.train.imp_report import print_rounds
+    from lottery.train.theta0 import Theta0Verdict, write_verdict
+
+    run = _imp_run(tmp_path, {1: masks(query0=30, ffn0=30, query1=30, pooler=6)})
+    theta0 = tmp_path / "theta0"
+    theta0.mkdir()
+    write_verdict(theta0, Theta0Verdict(False, ("itm_acc", "relation"), str(theta0)))
+    table = write_rounds(run, theta0)
+    assert json.loads((run / "rounds.json").read_text())["theta0_passed"] is False
+    assert (table["theta0_dir"], table["theta0_failed"]) == (str(theta0), ["itm_acc", "relation"])
+    print_rounds(table, run, 25)
+    warning = [line for line in capsys.readouterr().out.splitlines() if "FAILED its criteria" in line]
+    assert warning == [
+        f"WARNING: these rounds start from theta0 {theta0}, which FAILED its criteria (itm_acc, relation): "
+        "its tickets come from a model that did not learn them all"
+    ]
+    assert write_rounds(run, tmp_path / "elsewhere")["theta0_passed"] is None  # no verdict at hand
