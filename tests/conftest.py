@@ -7,6 +7,7 @@ as subprocesses, on small data, so each run takes tens of seconds on two CPU cor
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +77,27 @@ def run(cmd: list[str], timeout: int = 600, check: bool = True) -> subprocess.Co
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("OMP_NUM_THREADS", None)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    # its own session, so a timeout kills the launcher's ranks too (they would hold the CPU and ports
+    # for every later test)
+    with subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            stdout, stderr = child.communicate()
+            raise AssertionError(
+                f"{' '.join(cmd)} timed out after {timeout} s (its process group was killed)\n"
+                f"{stdout[-4000:]}\n{stderr[-6000:]}"
+            ) from None
+    proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
