@@ -301,23 +301,20 @@ def main(argv: list[str] | None = None) -> None:
     from lottery.sparsity.enforce import MaskViolation
     from lottery.tickets.format import TicketError
 
+    # an expected failure: one line on stderr (prefix + the error, which names the file or run) and its code
+    expected = (
+        (ConfigError, "config error: ", EXIT_BAD_INPUT),
+        (TicketError, "ticket refused: ", EXIT_BAD_INPUT),
+        (ModelDirError, "model refused: ", EXIT_BAD_INPUT),
+        (MaskViolation, "", EXIT_MASK_VIOLATED),
+        (RunBusy, "", EXIT_RUN_BUSY),
+    )
     try:
         args.func(args)
-    except ConfigError as err:
-        print(f"lottery: config error: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
-    except TicketError as err:
-        print(f"lottery: ticket refused: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
-    except ModelDirError as err:
-        print(f"lottery: model refused: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
-    except MaskViolation as err:
-        print(f"lottery: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_MASK_VIOLATED) from None
-    except RunBusy as err:
-        print(f"lottery: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_RUN_BUSY) from None
+    except tuple(kind for kind, _, _ in expected) as err:
+        prefix, code = next((p, c) for kind, p, c in expected if isinstance(err, kind))
+        print(f"lottery: {prefix}{err}", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":
