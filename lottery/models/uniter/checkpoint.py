@@ -50,6 +50,29 @@ def shape_mismatches(tensors: Mapping[str, torch.Tensor], expected: Mapping[str,
     ]
 
 
+def key_problems(
+    tensors: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Size],
+    *,
+    required: tuple[str, ...] | None = None,
+    noun: str = "tensors",
+    listed: int = 0,
+) -> list[str]:
+    """What keeps `tensors` from loading into a model whose state is shaped `expected`, one item each:
+    unexpected keys, missing keys (only those under a `required` prefix, when given: a partial source
+    such as a BERT leaves the rest at their init), and shape mismatches. `listed` > 0 shortens the
+    key lists to that many."""
+
+    def named(keys: list[str]) -> str:
+        return f"{keys[:listed]} ..." if listed and len(keys) > listed else f"{keys}"
+
+    unexpected = sorted(set(tensors) - set(expected))
+    missing = sorted(k for k in expected if k not in tensors and (required is None or k.startswith(required)))
+    found = [f"unexpected {noun} {named(unexpected)}"] if unexpected else []
+    found += [f"missing {noun} {named(missing)}"] if missing else []
+    return found + shape_mismatches(tensors, expected)
+
+
 def save_pretrained(
     model: UniterForPretraining, out_dir: str | Path, extra_files: Mapping[str, Path] | None = None
 ) -> Path:
@@ -155,14 +178,7 @@ def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
 
     model = UniterForPretraining(config)
     expected = {key: value.shape for key, value in model.state_dict().items() if key not in TIED_WEIGHTS}
-    problems = []
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing:
-        problems.append(f"missing tensors {missing}")
-    if unexpected:
-        problems.append(f"unexpected tensors {unexpected}")
-    problems += shape_mismatches(tensors, expected)
+    problems = key_problems(tensors, expected)
     if problems:
         raise ModelDirError(
             f"{weights_path} does not match its config {config.name!r} ({Path(model_dir) / CONFIG_FILE}): "

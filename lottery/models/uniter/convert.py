@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lottery.models.uniter.checkpoint import shape_mismatches
+from lottery.models.uniter.checkpoint import key_problems
 from lottery.models.uniter.config import UniterConfig
 from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
 
@@ -96,14 +96,8 @@ def convert_original(
         elif not torch.equal(tensor, state[owner]):
             problems.append(f"{alias} differs from {owner}, but the two are tied in UNITER")
 
-    unexpected = sorted(set(state) - set(expected))
-    missing = sorted(key for key in expected if key not in state and key not in TIED_WEIGHTS)
-    missing_body = [key for key in missing if key.startswith(REQUIRED_PREFIXES)]
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if missing_body:
-        problems.append(f"missing keys {missing_body}")
-    problems += shape_mismatches(state, expected)
+    untied = {key: shape for key, shape in expected.items() if key not in TIED_WEIGHTS}
+    problems += key_problems(state, untied, required=REQUIRED_PREFIXES, noun="keys")
     if problems:
         raise ValueError(f"{path} does not convert to UNITER {config.name!r}: " + "; ".join(problems))
 
@@ -113,7 +107,7 @@ def convert_original(
     report = ConversionReport(
         source=path,
         loaded=tuple(loaded),
-        initialised=tuple(key for key in missing if key not in missing_body),
+        initialised=tuple(sorted(key for key in untied if key not in state)),  # none required (checked)
         renamed=tuple(renamed),
     )
     return model, report

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,9 +31,9 @@ from lottery.models.uniter.checkpoint import (
     TASK_FILE,
     WEIGHTS_FILE,
     ModelDirError,
+    key_problems,
     load_config,
     read_weights,
-    shape_mismatches,
 )
 from lottery.models.uniter.config import UniterConfig
 
@@ -120,20 +120,8 @@ def from_finetuned(model_dir: str | Path) -> UniterForTask:
     tensors = read_weights(model_dir)
     model = UniterForTask(config, head.task, num_outputs=head.num_outputs)
     expected = model.state_dict()
-    problems = _problems(tensors, {k: v.shape for k, v in expected.items()})
+    problems = "; ".join(key_problems(tensors, {k: v.shape for k, v in expected.items()}, listed=5))
     if problems:
         raise ModelDirError(f"{weights_path} does not fit a {head.task} model of {config.name!r}: {problems}")
     model.load_state_dict(tensors)
     return model
-
-
-def _problems(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size]) -> str:
-    found: list[str] = []
-    missing: Sequence[str] = sorted(set(expected) - set(tensors))
-    unexpected: Sequence[str] = sorted(set(tensors) - set(expected))
-    if missing:
-        found.append(f"missing tensors {list(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    if unexpected:
-        found.append(f"unexpected tensors {list(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-    found += shape_mismatches(tensors, expected)
-    return "; ".join(found)

