@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,8 @@ from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tasks.downstream.model import UniterForTask
 from lottery.tasks.downstream.registry import adapter
 from lottery.train.batches import to_device
-from lottery.train.pretrain import RunHooks
 from lottery.train.starts import STARTS, start_state
+from lottery.train.step import RunHooks, due, optimizer_step
 
 if TYPE_CHECKING:
     from lottery.train.finetune_data import TaskData
@@ -169,6 +170,8 @@ def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks
         "world_size": dist.world_size(),
         "precision": run.precision,
         "steps": steps,
+        "optimizer_steps": int(run.engine.global_steps),  # = steps: DeepSpeed counts accumulation boundaries
+        "grad_accum": config.train.grad_accum,
         "train_examples": len(run.data.train),
         "val_examples": len(run.data.val),
         "seconds": round(time.perf_counter() - began, 1),
@@ -298,30 +301,32 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
         objective = AdversarialLoss(task_adapter, config.adversarial)
     train, engine, data, ctx, enforcer = config.train, run.engine, run.data, run.ctx, run.enforcer
     world, rank = dist.world_size(), dist.rank()
-    per_step = train.batch_size * world
+    per_micro = train.batch_size * world  # examples one micro-step takes over all ranks
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(train.seed)).tolist()
+
+    def micro_batches(step: int) -> Iterator[tuple[dict, object]]:
+        """The step's `grad_accum` micro-batches, walking the shuffled train set (wrapping around)."""
+        for micro in range(train.grad_accum):
+            index = (step - 1) * train.grad_accum + micro  # 0-based micro-step
+            start = (index * per_micro) % max(1, len(order) - per_micro + 1)
+            chunk = order[start + rank * train.batch_size : start + (rank + 1) * train.batch_size]
+            generator = torch.Generator().manual_seed(train.seed * 1_000_003 + (index + 1) * 101 + rank)
+            yield task_adapter.collate([data.train[i] for i in chunk], ctx, generator), objective
+
     history = []
     main = dist.is_main()
     progress = tqdm(total=train.steps, disable=not main, desc=f"finetune {config.task}", dynamic_ncols=True)
     engine.train()
     steps = hooks.end_step or train.steps
     for step in range(1, steps + 1):
-        start = ((step - 1) * per_step) % max(1, len(order) - per_step + 1)
-        chunk = order[start + rank * train.batch_size : start + (rank + 1) * train.batch_size]
-        generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step * 101 + rank)
-        batch = task_adapter.collate([data.train[i] for i in chunk], ctx, generator)
-        loss, _ = engine(to_device(batch, engine.device, run.dtype), objective)
-        engine.backward(loss)
-        if enforcer is not None:
-            enforcer.before_step()
-        engine.step()
+        losses = optimizer_step(engine, enforcer, micro_batches(step), run.dtype)
         check_every(enforcer, run.sparsity, step)
         if hooks.on_step is not None and hooks.on_step(engine, step):
             steps = step
             break
         progress.update(1)
-        progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-        if train.val_every and step % train.val_every == 0 and step != steps:
+        progress.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
+        if step != steps and due(step, train.val_every, steps):
             history.append(
                 {"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size, run.dtype)}
             )

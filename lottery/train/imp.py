@@ -73,7 +73,8 @@ from lottery.train.imp_rewind import (
     save_rewind_point,
 )
 from lottery.train.imp_state import ImpState, round_alias, run_dir_for
-from lottery.train.pretrain import RunHooks, pretrain
+from lottery.train.pretrain import pretrain
+from lottery.train.step import RunHooks
 from lottery.train.theta0 import ensure_theta0, identity
 
 log = logging.getLogger("lottery.imp")

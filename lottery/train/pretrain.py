@@ -1,8 +1,9 @@
 """``lottery pretrain``: UNITER's pre-training tasks on a DeepSpeed engine, resumable.
 
 The loop reads top to bottom: prepare data and model (rank 0 builds what is missing) -> engine ->
-resume from the run directory's latest checkpoint -> per step: draw the task, collate, forward,
-backward, step -> log, validate, checkpoint -> save the final model directory.
+resume from the run directory's latest checkpoint -> per step: draw the task, collate, then the
+shared optimiser step (`lottery.train.step`, also fine-tuning's) -> log, validate, checkpoint ->
+save the final model directory.
 
 Every random draw of a micro-step (task, masks, negatives, dropout) is seeded from (seed, rank,
 micro-step), and the data stream is a deterministic function of (seed, rank, world size). A run
@@ -25,7 +26,7 @@ import itertools
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from lottery import dist
-from lottery.config import ConfigError, PretrainConfig, TrainConfig, digest, load_config, to_dict, to_yaml
+from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict, to_yaml
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
 from lottery.files import write_text_atomic
 from lottery.sparsity.enforce import MaskEnforcer
@@ -46,32 +47,12 @@ from lottery.train.checkpoint import load_checkpoint, resume_step, save_checkpoi
 from lottery.train.curriculum import Stage, schedule, stage_at
 from lottery.train.engine import build_engine, working_dtype
 from lottery.train.metrics import MetricsLog
+from lottery.train.step import RunHooks, check_schedule, due, micro_seed, optimizer_step
 from lottery.train.ticketed import attach_ticket, check_every, verify_now
 from lottery.train.weights import full_state_dict
 
 log = logging.getLogger("lottery.pretrain")
 VAL_SEED = 1_000_003
-
-
-def micro_seed(seed: int, rank: int, micro_step: int) -> int:
-    return (seed * 1_000_003 + rank) * 10_000_019 + micro_step
-
-
-EVERY_KEYS = ("log_every", "val_every", "ckpt_every")
-
-
-def check_schedule(train: TrainConfig) -> None:
-    """Refuse a negative interval before any step (0 is allowed: never, except at the end)."""
-    for key in EVERY_KEYS:
-        if getattr(train, key) < 0:
-            raise ConfigError(
-                f"train.{key}={getattr(train, key)}: must be >= 0 (0: only at the end of the run)"
-            )
-
-
-def due(step: int, every: int, last: int) -> bool:
-    """Whether `step` logs / validates / checkpoints: every `every` steps (0: never), and always at `last`."""
-    return step == last or (every > 0 and step % every == 0)
 
 
 def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
@@ -106,26 +87,6 @@ def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
             f"{run_dir} holds a run with another config (differs in {diff or 'run_dir'}); "
             "use a new run_dir, or the same config to resume"
         )
-
-
-@dataclass
-class RunHooks:
-    """How a caller (IMP) drives a run without owning its loop.
-
-    ``end_step``: the run is complete at this step instead of ``train.steps`` (an early-stopped round).
-    ``on_step(engine, step)``: called on every rank after each step, before its checkpoint; returning
-    True ends the run at that step (the caller must pass ``end_step`` = that step on a rerun).
-    ``on_done(engine)``: called on every rank once the run is complete, with the engine holding the
-    final weights, also when a rerun finds the run already complete (it is restored from the checkpoint).
-    ``on_start(engine)``: called on every rank before the first step of a run that starts at step 0.
-    ``save_model``: write the final model directory (IMP rounds need only the engine).
-    """
-
-    end_step: int | None = None
-    on_start: Callable[[object], None] | None = None
-    on_step: Callable[[object, int], bool] | None = None
-    on_done: Callable[[object], None] | None = None
-    save_model: bool = True
 
 
 @torch.no_grad()
@@ -291,33 +252,31 @@ class _Loop:
         return result
 
     def step(self, step: int, batches: Iterator[list]) -> dict:
-        """One optimiser step of `grad_accum` micro-steps; its metrics record."""
-        train, engine = self.config.train, self.engine
+        """One optimiser step of `grad_accum` micro-steps (`step.optimizer_step`); its metrics record."""
+        train = self.config.train
+        tasks: list[str] = []
+
+        def micro_batches() -> Iterator[tuple[dict, object]]:
+            for micro in range(train.grad_accum):
+                micro_step = (step - 1) * train.grad_accum + micro
+                task = TASKS[self.mixer.task_for(micro_step)]
+                seed = micro_seed(train.seed, dist.rank(), micro_step)
+                torch.manual_seed(seed)  # dropout: the same in a resumed run
+                tasks.append(task.name)
+                yield task.collate(next(batches), self.ctx, torch.Generator().manual_seed(seed)), task
+
         began = time.perf_counter()
-        task_losses: dict[str, list[float]] = {}
-        for micro in range(train.grad_accum):
-            micro_step = (step - 1) * train.grad_accum + micro
-            task = TASKS[self.mixer.task_for(micro_step)]
-            seed = micro_seed(train.seed, dist.rank(), micro_step)
-            torch.manual_seed(seed)
-            batch = to_device(
-                task.collate(next(batches), self.ctx, torch.Generator().manual_seed(seed)),
-                engine.device,
-                self.dtype,
-            )
-            loss, _ = engine(batch, task)
-            engine.backward(loss)
-            if self.enforcer is not None:
-                self.enforcer.before_step()
-            engine.step()
-            task_losses.setdefault(task.name, []).append(float(loss.detach()))
+        losses = optimizer_step(self.engine, self.enforcer, micro_batches(), self.dtype)
         elapsed = time.perf_counter() - began
         check_every(self.enforcer, self.config.sparsity, step)
+        by_task: dict[str, list[float]] = {}
+        for name, loss in zip(tasks, losses, strict=True):
+            by_task.setdefault(name, []).append(loss)
         return {
             "step": step,
-            "loss": sum(map(sum, task_losses.values())) / train.grad_accum,
-            "losses": {name: sum(values) / len(values) for name, values in task_losses.items()},
-            "lr": engine.get_lr()[0],
+            "loss": sum(losses) / train.grad_accum,
+            "losses": {name: sum(values) / len(values) for name, values in by_task.items()},
+            "lr": self.engine.get_lr()[0],
             "samples_per_s": train.batch_size * train.grad_accum * dist.world_size() / elapsed,
             "world_size": dist.world_size(),
         }

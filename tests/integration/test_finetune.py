@@ -61,7 +61,7 @@ def theta0_model(cache: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("zero", "extra"),
-    [(3, ()), (2, ("--adversarial",)), (0, ("train.precision=bf16",))],
+    [(3, ()), (2, ("--adversarial",)), (0, ("train.precision=bf16", "train.grad_accum=2"))],
     ids=["zero3", "zero2-adversarial", "zero0-bf16"],
 )
 def test_a_60_percent_ticket_stays_exactly_zero_in_the_saved_model(
@@ -86,6 +86,9 @@ def test_a_60_percent_ticket_stays_exactly_zero_in_the_saved_model(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["adversarial"] == ("--adversarial" in extra) and metrics["world_size"] == 2
     assert metrics["precision"] == ("bf16" if "train.precision=bf16" in extra else "fp32")
+    # every step is grad_accum micro-batches (it was one, so DeepSpeed stepped every grad_accum-th step)
+    assert metrics["optimizer_steps"] == metrics["steps"] == 3
+    assert metrics["grad_accum"] == (2 if "train.grad_accum=2" in extra else 1)
     assert metrics["ticket_meta"]["id"] == TicketStore(store).resolve("mini/s60")
     assert metrics["ticket_meta"]["method"] == "magnitude" and abs(metrics["sparsity"] - 0.6) < 1e-6
     masks = TicketStore(store).load("mini/s60").masks

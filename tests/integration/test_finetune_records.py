@@ -29,7 +29,7 @@ from lottery.models.uniter import (
 )
 from lottery.models.uniter import load_config as load_model_config
 from lottery.tickets import TicketStore
-from lottery.train.pretrain import RunHooks
+from lottery.train.step import RunHooks
 
 pytestmark = pytest.mark.distributed
 

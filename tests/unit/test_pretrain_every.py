@@ -14,7 +14,7 @@ from conftest import quick_overrides, run
 
 from lottery.config import ConfigError, TrainConfig
 from lottery.train.metrics import read_metrics
-from lottery.train.pretrain import check_schedule, due
+from lottery.train.step import check_schedule, due
 
 
 def test_an_interval_marks_its_multiples_and_the_last_step():

@@ -1,0 +1,88 @@
+"""The training step every loop shares: pre-training, both IMP objectives and fine-tuning.
+
+One optimiser step is `train.grad_accum` micro-batches. For each: cast and move it (`to_device`),
+forward, backward, keep the ticket (`MaskEnforcer.before_step`) and call the engine's step, which
+DeepSpeed turns into a real optimiser step (clipping, the precision's master copy, the lr schedule)
+at the accumulation boundary only. Adding something to "the step" (a tracker, a stop request at a
+step boundary) is done here once.
+
+Also here: when a loop logs, validates and checkpoints (`due`; ``*_every = 0`` means never, except at
+the end), the seed of a micro-step's random draws (`micro_seed`), and `RunHooks`, through which a
+caller (IMP) drives a run without owning its loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from lottery.config import ConfigError, TrainConfig
+from lottery.sparsity.enforce import MaskEnforcer
+from lottery.train.batches import to_device
+
+EVERY_KEYS = ("log_every", "val_every", "ckpt_every")
+
+
+@dataclass
+class RunHooks:
+    """How a caller (IMP) drives a run without owning its loop.
+
+    ``end_step``: the run is complete at this step instead of ``train.steps`` (an early-stopped round).
+    ``on_step(engine, step)``: called on every rank after each step, before its checkpoint; returning
+    True ends the run at that step (the caller must pass ``end_step`` = that step on a rerun).
+    ``on_done(engine)``: called on every rank once the run is complete, with the engine holding the
+    final weights, also when a rerun finds the run already complete (it is restored from the checkpoint).
+    ``on_start(engine)``: called on every rank before the first step of a run that starts at step 0.
+    ``save_model``: write the final model directory (IMP rounds need only the engine).
+    """
+
+    end_step: int | None = None
+    on_start: Callable[[object], None] | None = None
+    on_step: Callable[[object, int], bool] | None = None
+    on_done: Callable[[object], None] | None = None
+    save_model: bool = True
+
+
+def micro_seed(seed: int, rank: int, micro_step: int) -> int:
+    """The seed of every random draw of one micro-step (task, masks, negatives, dropout) on one rank."""
+    return (seed * 1_000_003 + rank) * 10_000_019 + micro_step
+
+
+def check_schedule(train: TrainConfig) -> None:
+    """Refuse a negative interval before any step (0 is allowed: never, except at the end)."""
+    for key in EVERY_KEYS:
+        if getattr(train, key) < 0:
+            raise ConfigError(
+                f"train.{key}={getattr(train, key)}: must be >= 0 (0: only at the end of the run)"
+            )
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Whether `step` logs / validates / checkpoints: every `every` steps (0: never), and always at `last`."""
+    return step == last or (every > 0 and step % every == 0)
+
+
+def optimizer_step(
+    engine,
+    enforcer: MaskEnforcer | None,
+    micro_batches: Iterable[tuple[dict, object]],
+    dtype: torch.dtype,
+) -> list[float]:
+    """One optimiser step over `micro_batches` ((collated batch, objective) pairs, `grad_accum` of them,
+    drawn lazily so that each is collated right before its forward); the micro-batches' losses.
+
+    The engine is configured with ``gradient_accumulation_steps = train.grad_accum``, so it steps the
+    optimiser after the last one; the enforcer runs before every engine step, which is where a
+    boundary step can write the parameters.
+    """
+    losses = []
+    for batch, objective in micro_batches:
+        loss, _ = engine(to_device(batch, engine.device, dtype), objective)
+        engine.backward(loss)
+        if enforcer is not None:
+            enforcer.before_step()
+        engine.step()
+        losses.append(float(loss.detach()))
+    return losses

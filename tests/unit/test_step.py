@@ -1,0 +1,58 @@
+"""The shared optimiser step (lottery/train/step.py): grad_accum micro-batches, each cast, kept and stepped."""
+
+from __future__ import annotations
+
+import torch
+
+from lottery.train.step import optimizer_step
+
+
+class _Engine:
+    """Records what the step does, in order, the way a DeepSpeed engine is driven."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, batch: dict, objective: str):
+        self.calls.append(f"forward {objective} {batch['img_feat'].dtype}")
+        return batch["img_feat"].float().sum(), None
+
+    def backward(self, loss) -> None:
+        self.calls.append("backward")
+
+    def step(self) -> None:
+        self.calls.append("step")
+
+
+class _Enforcer:
+    def __init__(self, engine: _Engine) -> None:
+        self.engine = engine
+
+    def before_step(self) -> None:
+        self.engine.calls.append("keep mask")
+
+
+def test_each_micro_batch_is_drawn_when_needed_cast_kept_and_stepped():
+    engine = _Engine()
+
+    def micro_batches():
+        for index in range(3):
+            engine.calls.append(f"collate {index}")
+            yield {"img_feat": torch.full((2,), float(index)), "targets": torch.zeros(2)}, f"task{index}"
+
+    losses = optimizer_step(engine, _Enforcer(engine), micro_batches(), torch.bfloat16)
+    assert losses == [0.0, 2.0, 4.0]
+    per_micro = ["forward {} torch.bfloat16", "backward", "keep mask", "step"]
+    assert engine.calls == [
+        call.format(f"task{i}") if "{}" in call else call
+        for i in range(3)
+        for call in [f"collate {i}", *per_micro]
+    ]
+
+
+def test_without_a_ticket_there_is_nothing_to_keep():
+    engine = _Engine()
+    optimizer_step(engine, None, iter([({"img_feat": torch.ones(1)}, "mlm")]), torch.float32)
+    assert engine.calls == ["forward mlm torch.float32", "backward", "step"]
