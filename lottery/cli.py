@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lottery.ticket_cli import add_ticket_commands
+from lottery.tickets.cli import add_ticket_commands
 
 
 def _data_shapes(args: argparse.Namespace) -> None:
@@ -74,7 +74,7 @@ def _theta0(args: argparse.Namespace) -> None:
 
 def _imp(args: argparse.Namespace) -> None:
     from lottery.config import ImpConfig, load_config
-    from lottery.train.imp import imp
+    from lottery.imp.run import imp
 
     imp(load_config(args.config, args.overrides, cls=ImpConfig))
 
@@ -100,8 +100,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> None:
-    from lottery.config import load_config
-    from lottery.train.pipeline import PipelineConfig, run_pipeline, run_worker
+    from lottery.config import PipelineConfig, load_config
+    from lottery.train.pipeline import run_pipeline, run_worker
     from lottery.train.sweep import parse_part
 
     config = load_config(args.config, args.overrides, cls=PipelineConfig)
@@ -121,7 +121,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from lottery.train.grounding import evaluate_model_dir, format_criteria
+    from lottery.evaluation.grounding import evaluate_model_dir, format_criteria
 
     _, rows = evaluate_model_dir(args.model, args.data, samples=args.samples, batch_size=args.batch_size)
     print(f"{args.model} on {args.data} (first {args.samples} val samples):")
@@ -131,8 +131,15 @@ def _eval(args: argparse.Namespace) -> None:
 def _config_show(args: argparse.Namespace) -> None:
     import yaml
 
-    from lottery.config import ImpConfig, PretrainConfig, config_path, digest, load_config, to_yaml
-    from lottery.train.pipeline import PipelineConfig
+    from lottery.config import (
+        ImpConfig,
+        PipelineConfig,
+        PretrainConfig,
+        config_path,
+        digest,
+        load_config,
+        to_yaml,
+    )
 
     tree = yaml.safe_load(config_path(args.config).read_text()) or {}
     tree = tree if isinstance(tree, dict) else {}

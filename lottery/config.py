@@ -21,6 +21,7 @@ from lottery.config_loader import (  # noqa: F401
     to_yaml,
 )
 from lottery.config_loader import load_config as _load_config
+from lottery.data.examples import TASK_NAMES
 
 
 @dataclass(frozen=True)
@@ -293,3 +294,27 @@ class FinetuneConfig:
 def load_config(name_or_file: str | None, overrides: list[str] = (), cls: type = PretrainConfig):
     """Read a YAML config (or start from the defaults when None), apply overrides, type-check it."""
     return _load_config(name_or_file, overrides, cls)
+
+
+BASELINES = ("random", "bert", "shuffled")
+AUTO_WORKERS = 0  # `workers=0`: one fine-tune worker per visible GPU (two on a CPU-only machine)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What the pipeline runs. ``finetune_overrides`` apply to every fine-tune, then ``task_overrides[task]``
+    to that task's. ``baselines`` adds the paper's Table 1 rows at the sparsest published ticket, on
+    every task: ``random`` (a seeded random ticket of that sparsity, cut from theta0 and stored as
+    ``<alias>-random``), ``bert`` and ``shuffled`` (the IMP ticket on theta0' and theta0'').
+    ``workers`` = 0 (the default) is one fine-tune worker per visible GPU, or 2 without a GPU."""
+
+    imp: str = "imp-uniter-mini"
+    imp_overrides: tuple[str, ...] = ()
+    ranks: int = 2
+    workers: int = AUTO_WORKERS
+    tasks: tuple[str, ...] = TASK_NAMES
+    finetune: str = ""
+    finetune_overrides: tuple[str, ...] = ()
+    task_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    baselines: tuple[str, ...] = ()
+    report_dir: str = "runs/report"

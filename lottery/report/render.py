@@ -8,12 +8,12 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
+from lottery.data.examples import TASK_NAMES
 from lottery.files import open_atomic, write_text_atomic
 from lottery.report.collect import Result, dense_scores
 from lottery.report.paper import mean_percent, universal_percent_of_dense
 from lottery.report.tickets import check_tickets
 from lottery.report.tickets import markdown as tickets_markdown
-from lottery.tasks.downstream.examples import TASK_NAMES
 
 # chance where it does not depend on the data: 3-way, true/false, and both of VCR's 4-way choices
 CHANCE = {"snli-ve": 1 / 3, "nlvr2": 0.5, "vcr": 1 / 16}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lottery.tasks.downstream.ties import expected_correct
+from lottery.evaluation.ties import expected_correct
 from lottery.tasks.masking import IGNORE, TextVocab, mask_regions, mask_tokens
 from lottery.tasks.packing import pack, region_positions, unpack_outputs
 from lottery.tasks.wra import ot_distance, wra_loss

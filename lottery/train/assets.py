@@ -134,15 +134,3 @@ def _check_fits_data(model_dir: Path, data_dir: Path) -> None:
             f"classes but {data_dir} has {meta['feat_dim']}-d features and {len(meta['class_names'])} "
             "classes; point model.dir at a model built for this data (or a new directory to build one)"
         )
-
-
-def load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as err:
-        raise FileNotFoundError(
-            f"{model_dir} has no tokenizer files (vocab.txt / tokenizer.json); models built by "
-            "`lottery model init` carry their BERT's tokenizer"
-        ) from err

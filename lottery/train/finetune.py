@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from lottery import dist
 from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_config, parse_override, to_dict
+from lottery.data.examples import TASK_NAMES
+from lottery.evaluation.chance import chance_metrics
 from lottery.files import atomic_directory, write_json_atomic
-from lottery.tasks.downstream.chance import chance_metrics
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
-from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tasks.downstream.model import UniterForTask
 from lottery.tasks.downstream.registry import adapter
 from lottery.train.batches import to_device
@@ -230,7 +230,8 @@ def resolve_ticket(config: FinetuneConfig) -> ResolvedTicket | None:
 def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, world: int) -> _Setup:
     """theta0 (built once, its verdict read), the task's data, the model from the start, engine, ticket."""
     from lottery.models.uniter import load_config as load_model_config
-    from lottery.train.assets import ensure_data, ensure_model, load_tokenizer
+    from lottery.models.uniter.checkpoint import load_tokenizer
+    from lottery.train.assets import ensure_data, ensure_model
     from lottery.train.engine import build_engine, working_dtype
     from lottery.train.finetune_data import prepare_task_data
     from lottery.train.theta0 import ensure_theta0, read_verdict

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from lottery import dist
 from lottery.config import FinetuneData
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 from lottery.tasks.downstream.features import load_features
 
 
@@ -57,7 +57,7 @@ def _retrieval_val(examples: list[TaskExample], images: int) -> list[TaskExample
 
 def prepare_task_data(task: str, scenes_dir: Path, tokenizer_dir: Path, data: FinetuneData) -> TaskData:
     """Collective: build the task dataset once (rank 0), then read examples and features on every rank."""
-    from lottery.tasks.downstream.shapes_data import write_task
+    from lottery.data.task_sets import write_task
 
     directory = Path(scenes_dir) / "tasks" / task
     if dist.is_main():

@@ -22,11 +22,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-from lottery.config import ConfigError, FinetuneConfig, ImpConfig, load_config
-from lottery.tasks.downstream.examples import TASK_NAMES
+from lottery.config import (
+    AUTO_WORKERS,
+    BASELINES,
+    ConfigError,
+    FinetuneConfig,
+    ImpConfig,
+    PipelineConfig,
+    load_config,
+)
+from lottery.data.examples import TASK_NAMES
 from lottery.train.finetune_configs import task_config
 
 # launcher variables a worker must not inherit: it is a job of its own, not a rank of the driver's job
@@ -44,31 +52,8 @@ _LAUNCH_KEYS = (
 )
 
 
-BASELINES = ("random", "bert", "shuffled")
-
-# `workers=0`: one fine-tune worker per visible GPU, or CPU_WORKERS side by side on a CPU-only machine
-AUTO_WORKERS = 0
+# `workers=0` (AUTO_WORKERS): one fine-tune worker per visible GPU, or CPU_WORKERS side by side on a CPU
 CPU_WORKERS = 2
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """What the pipeline runs. ``finetune_overrides`` apply to every fine-tune, then ``task_overrides[task]``
-    to that task's. ``baselines`` adds the paper's Table 1 rows at the sparsest published ticket, on
-    every task: ``random`` (a seeded random ticket of that sparsity, cut from theta0 and stored as
-    ``<alias>-random``), ``bert`` and ``shuffled`` (the IMP ticket on theta0' and theta0'').
-    ``workers`` = 0 (the default) is one fine-tune worker per visible GPU, or 2 without a GPU."""
-
-    imp: str = "imp-uniter-mini"
-    imp_overrides: tuple[str, ...] = ()
-    ranks: int = 2
-    workers: int = AUTO_WORKERS
-    tasks: tuple[str, ...] = TASK_NAMES
-    finetune: str = ""
-    finetune_overrides: tuple[str, ...] = ()
-    task_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    baselines: tuple[str, ...] = ()
-    report_dir: str = "runs/report"
 
 
 def check_config(config: PipelineConfig) -> None:
@@ -116,7 +101,7 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
 def _prepare_shared_inputs(config: PipelineConfig, jobs: list[FinetuneConfig]) -> None:
     """Build what every fine-tune reads (the model directory, each task's dataset) before the workers
     start: two workers building the same directory at once would collide."""
-    from lottery.tasks.downstream.shapes_data import write_task
+    from lottery.data.task_sets import write_task
     from lottery.train.assets import ensure_data, ensure_model
 
     imp = imp_config(config)
@@ -129,9 +114,9 @@ def _prepare_shared_inputs(config: PipelineConfig, jobs: list[FinetuneConfig]) -
 
 def _cut_random_baseline(config: PipelineConfig) -> None:
     """The random ticket of the sparsest published one's sparsity, from theta0 (same scope and layout)."""
+    from lottery.imp.run import prepare
     from lottery.tickets import TicketStore, default_root
-    from lottery.train.imp import prepare
-    from lottery.train.ticket_jobs import cut_ticket
+    from lottery.tickets.jobs import cut_ticket
 
     imp = imp_config(config)
     sparsity, alias = max(imp.imp.publish.items())

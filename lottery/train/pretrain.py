@@ -37,11 +37,12 @@ from lottery import dist
 from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict, to_yaml
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
 from lottery.files import write_text_atomic
+from lottery.models.uniter.checkpoint import load_tokenizer
 from lottery.sparsity.enforce import MaskEnforcer
 from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
 from lottery.tasks.pretrain import TASKS, CollateContext, summarise
-from lottery.train.assets import data_meta, ensure_data, ensure_model, load_tokenizer
+from lottery.train.assets import data_meta, ensure_data, ensure_model
 from lottery.train.batches import to_device
 from lottery.train.checkpoint import load_checkpoint, resume_step, save_checkpoint
 from lottery.train.curriculum import Stage, schedule, stage_at

@@ -149,7 +149,7 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
     False when the run stopped before its last step. `Theta0Options` are reset for the run itself: how
     jobs treat theta0 must not make its directory look like another run's.
     """
-    from lottery.train.grounding import evaluate_model_dir
+    from lottery.evaluation.grounding import evaluate_model_dir
     from lottery.train.pretrain import pretrain
 
     dist.init()
@@ -177,7 +177,7 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
 
 def _announce(directory: Path) -> Theta0Verdict:
     """Print the criteria table (and the failure line), recording the verdict of an older theta0 (rank 0)."""
-    from lottery.train.grounding import Criterion, format_criteria
+    from lottery.evaluation.grounding import Criterion, format_criteria
 
     stored = json.loads((directory / "criteria.json").read_text())
     rows = [Criterion(**row) for row in stored["criteria"]]

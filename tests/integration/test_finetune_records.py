@@ -77,8 +77,8 @@ def theta0_overrides(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Iterator[dict]:
     """One rank's environment, a theta0 cache with the tiny theta0 built, and two tickets cut from it."""
+    from lottery.tickets.jobs import cut_ticket
     from lottery.train.theta0 import ensure_theta0
-    from lottery.train.ticket_jobs import cut_ticket
 
     root = tmp_path_factory.mktemp("finetune-records")
     tiny_uniter(root / "tiny")

@@ -22,7 +22,7 @@ from lottery.data.annotations import (
     parse_vqa,
     vcr_image_key,
 )
-from lottery.tasks.downstream.examples import TASK_NAMES, TaskExample
+from lottery.data.examples import TASK_NAMES, TaskExample
 
 FIXTURES = Path(__file__).parent / "fixtures" / "annotations"
 VQA_QUESTIONS = FIXTURES / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json"

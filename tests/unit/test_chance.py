@@ -7,10 +7,10 @@ from math import comb
 import pytest
 import torch
 
-from lottery.tasks.downstream.chance import chance_metrics
+from lottery.data.examples import TaskExample
+from lottery.evaluation.chance import chance_metrics
+from lottery.evaluation.metrics import retrieval_recalls
 from lottery.tasks.downstream.common import TaskContext
-from lottery.tasks.downstream.examples import TaskExample
-from lottery.tasks.downstream.metrics import retrieval_recalls
 
 
 def _ctx(regions: dict[str, int] | None = None) -> TaskContext:

@@ -10,14 +10,14 @@ from math import comb
 import pytest
 import torch
 
-from lottery.tasks.downstream.metrics import (
+from lottery.evaluation.metrics import (
     accuracy,
     retrieval_recalls,
     top_k_chance,
     vcr_accuracies,
     vqa_score,
 )
-from lottery.tasks.downstream.ties import Tied, tied_argmax
+from lottery.evaluation.ties import Tied, tied_argmax
 
 
 def test_vqa_score_is_the_soft_score_of_the_predicted_answer():
@@ -192,7 +192,7 @@ def test_top_k_chance_counts_every_order_of_the_tie_group(own, others):
 
 def test_pretraining_accuracies_count_a_constant_answer_as_a_coin_flip():
     """MLM/ITM accuracies and the grounding criteria sum `expected_correct`: ties split the hit."""
-    from lottery.tasks.downstream.ties import expected_correct
+    from lottery.evaluation.ties import expected_correct
 
     assert expected_correct(torch.zeros(4, 2), torch.tensor([0, 1, 1, 1])) == 2.0
     assert expected_correct(torch.zeros(3, 5), torch.tensor([0, 1, 4])) == pytest.approx(0.6)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny import TINY
 
+from lottery.data.examples import TaskExample
 from lottery.models.uniter import UniterForPretraining
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
-from lottery.tasks.downstream.examples import TaskExample
 from lottery.tasks.downstream.model import HEAD_LAYOUT, UniterForTask
 from lottery.tasks.downstream.regions import best_overlap
 from lottery.tasks.downstream.registry import adapter

@@ -10,8 +10,8 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from lottery.data.captions import COLOUR_WORDS
+from lottery.evaluation.grounding import criteria, grounded_mlm, region_modelling
 from lottery.models.uniter.from_bert import resolve_bert_dir
-from lottery.train.grounding import criteria, grounded_mlm, region_modelling
 
 TOKENIZER = AutoTokenizer.from_pretrained(str(resolve_bert_dir("minilm")))
 COLOUR_IDS = TOKENIZER.convert_tokens_to_ids(list(COLOUR_WORDS))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from lottery.imp.report import format_rounds, mask_warnings, print_rounds, write_rounds
+from lottery.imp.state import round_alias
 from lottery.sparsity import health
 from lottery.sparsity.maskset import MaskSet
 from lottery.tickets import TicketMeta, TicketStore
-from lottery.train.imp_report import format_rounds, mask_warnings, print_rounds, write_rounds
-from lottery.train.imp_state import round_alias
 
 EXPLAIN = (
     "such a tensor passes on (nearly) its bias alone (a wiped-out pooler makes the pooled output, "
@@ -159,7 +159,7 @@ def test_a_round_mask_that_cannot_be_read_is_named_not_fatal(tmp_path):
 
 
 def test_the_round_table_records_whether_theta0_passed_and_warns_when_it_failed(tmp_path, capsys):
-    from lottery.train.imp_report import print_rounds
+    from lottery.imp.report import print_rounds
     from lottery.train.theta0 import Theta0Verdict, write_verdict
 
     run = _imp_run(tmp_path, {1: masks(query0=30, ffn0=30, query1=30, pooler=6)})

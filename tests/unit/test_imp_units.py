@@ -10,11 +10,11 @@ from tiny import save_tiny
 
 from lottery.config import ConfigError, ImpConfig, load_config
 from lottery.faults import fault_point
+from lottery.imp.run import check_config
+from lottery.imp.state import ImpState, round_alias, run_dir_for, run_identity
 from lottery.sparsity.maskset import MaskSet
 from lottery.tickets import TicketError, TicketMeta, TicketStore
-from lottery.train.imp import check_config
-from lottery.train.imp_state import ImpState, round_alias, run_dir_for, run_identity
-from lottery.train.publish import closest_round, publish, publish_all
+from lottery.tickets.publish import closest_round, publish, publish_all
 
 
 def config(*overrides: str) -> ImpConfig:
@@ -126,7 +126,7 @@ def test_a_sweep_names_each_job_by_its_tickets_id_not_its_alias(tmp_path):
 
 def test_a_later_round_takes_only_the_rewind_point_round_0_saved(tmp_path):
     """A model directory built where the point should be (ensure_model from BERT) is not the point."""
-    from lottery.train.imp_rewind import require_rewind_point
+    from lottery.imp.rewind import require_rewind_point
 
     with pytest.raises(RuntimeError, match=f"rewind point {tmp_path / 'rewind'} is missing: .* step 3"):
         require_rewind_point(tmp_path, 3)
@@ -142,8 +142,8 @@ def test_a_later_round_takes_only_the_rewind_point_round_0_saved(tmp_path):
 
 def test_the_rewind_point_is_replaced_unless_this_round_0_wrote_it(tmp_path):
     """A point from another world size, or with no record, is stale: the new one replaces it."""
+    from lottery.imp.rewind import _write_rewind_point, rewind_record
     from lottery.models.uniter import from_pretrained
-    from lottery.train.imp_rewind import _write_rewind_point, rewind_record
 
     theta0 = save_tiny(tmp_path / "theta0")
     (theta0 / "vocab.txt").write_text("[PAD]\n")
@@ -164,11 +164,11 @@ def test_every_rank_0_site_of_imp_is_listed_in_its_docstring_and_can_be_injected
     import re
     from pathlib import Path
 
-    import lottery.train.imp as imp_module
+    import lottery.imp.run as imp_module
     from lottery.faults import InjectedFault
-    from lottery.train.imp import ImpRun
+    from lottery.imp.run import ImpRun
 
-    sources = [Path(imp_module.__file__), Path(imp_module.__file__).with_name("imp_rewind.py")]
+    sources = [Path(imp_module.__file__), Path(imp_module.__file__).with_name("rewind.py")]
     used = {name for path in sources for name in re.findall(r'what="(imp\.[a-z_]+)"', path.read_text())}
     listed = set(re.findall(r"``(imp\.[a-z_]+)``:", imp_module.__doc__ or ""))
     assert used == listed and {"imp.state", "imp.prune", "imp.publish", "imp.config"} <= used

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lottery.config import ConfigError, load_config
+from lottery.config import ConfigError, PipelineConfig, load_config
 from lottery.train.pipeline import (
-    PipelineConfig,
     _worker_env,
     check_config,
     finetune_jobs,
@@ -195,7 +194,7 @@ def test_the_driver_builds_every_tasks_data_before_the_workers_start(tmp_path, s
     monkeypatch.setattr("lottery.train.assets.ensure_data", lambda data: shapes_dir)
     monkeypatch.setattr("lottery.train.assets.ensure_model", lambda model, scenes: models.append(scenes))
     monkeypatch.setattr(
-        "lottery.tasks.downstream.shapes_data.write_task",
+        "lottery.data.task_sets.write_task",
         lambda task, scenes, seed: written.append((task, scenes, seed)),
     )
     pipeline._prepare_shared_inputs(config, finetune_jobs(config))

@@ -27,7 +27,7 @@ MODULES = {
         "pretrain.save_model",
     },
     "lottery.train.sweep": {"sweep.resolve_tickets", "sweep.done_before"},
-    "lottery.train.early_bird": {"early_bird.alias", "early_bird.record"},
+    "lottery.imp.early_bird": {"early_bird.alias", "early_bird.record"},
     "lottery.run_lock": {"run_lock"},
     "lottery.train.assets": {"assets.shapes_world", "assets.model"},
 }
@@ -43,8 +43,8 @@ def test_the_docstring_lists_every_site_of_its_module(name):
 
 
 def test_sites_fail_on_demand_in_one_process(tmp_path, monkeypatch):
+    from lottery.imp.early_bird import EarlyBird
     from lottery.train.checkpoint import resume_step
-    from lottery.train.early_bird import EarlyBird
     from lottery.train.sweep import resolve_tickets
 
     bird = EarlyBird(

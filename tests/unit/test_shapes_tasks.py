@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from lottery.data.examples import TASK_NAMES
 from lottery.data.pipeline import eval_batches, shard_urls
+from lottery.data.shapes_tasks import contradiction
+from lottery.data.task_sets import generate, shapes_scenes, write_task
 from lottery.data.world import Obj, Scene
-from lottery.tasks.downstream.examples import TASK_NAMES
-from lottery.tasks.downstream.shapes_data import generate, shapes_scenes, write_task
-from lottery.tasks.downstream.shapes_tasks import contradiction
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 import pytest
 
 from lottery.config import PretrainConfig, load_config
-from lottery.train.grounding import Criterion
+from lottery.evaluation.grounding import Criterion
 from lottery.train.theta0 import seed_summary, theta0_dir
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from lottery.cli import main
 from lottery.config import ConfigError, load_config
-from lottery.train.grounding import Criterion
+from lottery.evaluation.grounding import Criterion
 from lottery.train.theta0 import (
     VERDICT,
     Theta0Refused,

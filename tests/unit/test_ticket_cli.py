@@ -12,9 +12,9 @@ from torch.nn.utils import prune
 
 from lottery.models.uniter import UniterConfig, UniterForPretraining, from_pretrained, save_pretrained
 from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
-from lottery.ticket_cli import main
 from lottery.tickets import STORE_ENV, TicketStore
-from lottery.train.ticket_jobs import print_table
+from lottery.tickets.cli import main
+from lottery.tickets.jobs import print_table
 
 # 2 layers x (4 x 32x32 + 2 x 32x64) + the 32x32 pooler
 PRUNABLE_WEIGHTS = 2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 32

@@ -18,7 +18,7 @@ from lottery.data.annotations.snli_ve import parse_snli_ve
 from lottery.data.annotations.vcr import parse_vcr, vcr_image_key
 from lottery.data.annotations.vqa import parse_vqa
 from lottery.data.annotations.vqa_answers import normalise_answer, soft_scores
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 PARSERS: dict[str, Callable[..., list[TaskExample]]] = {
     "vqa": parse_vqa,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 
 class AnnotationError(ValueError):

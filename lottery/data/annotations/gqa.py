@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lottery.data.annotations.errors import At, make_example, read_json, require_object, require_text
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 
 def parse_gqa(questions: Path, require_answers: bool = True) -> list[TaskExample]:

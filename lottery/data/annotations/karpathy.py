@@ -19,7 +19,7 @@ from lottery.data.annotations.errors import (
     require_split,
     require_text,
 )
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 SPLITS = ("train", "restval", "val", "test")
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from lottery.data.annotations.errors import claim_uid, make_example, read_jsonl, require_text
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 LABELS = {"True": True, "False": False}
 _IDENTIFIER = re.compile(r"(?P<pair>.+)-\d+")

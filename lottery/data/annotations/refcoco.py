@@ -23,7 +23,7 @@ from lottery.data.annotations.errors import (
     require_split,
     require_text,
 )
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 SPLITS = ("train", "val", "test", "testA", "testB")  # RefCOCO+ has no "test"; RefCOCOg has only "test"
 

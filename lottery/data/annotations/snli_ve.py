@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from lottery.data.annotations.errors import claim_uid, make_example, read_jsonl, require_text
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 LABELS = ("entailment", "neutral", "contradiction")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery.data.annotations.errors import At, claim_uid, make_example, read_jsonl, require, require_text
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 CHOICES = 4
 

@@ -23,7 +23,7 @@ from lottery.data.annotations.errors import (
     require_text,
 )
 from lottery.data.annotations.vqa_answers import soft_scores
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 
 ANSWER_CONFIDENCES = ("yes", "maybe", "no")
 

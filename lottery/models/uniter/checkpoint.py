@@ -188,3 +188,16 @@ def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
     model.load_state_dict(tensors)
     model.tie_weights()
     return model
+
+
+def load_tokenizer(model_dir: Path):
+    """The tokenizer a model directory carries (copied from its BERT when it was built)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        raise ModelDirError(
+            f"{model_dir} has no tokenizer files (vocab.txt / tokenizer.json); models built by "
+            "`lottery model init` carry their BERT's tokenizer"
+        ) from err

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from lottery.tasks.downstream.examples import TaskExample
+from lottery.data.examples import TaskExample
 from lottery.tasks.packing import pack
 
 Batch = dict[str, Tensor]

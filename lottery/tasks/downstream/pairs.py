@@ -14,10 +14,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lottery.data.examples import TaskExample
+from lottery.evaluation.metrics import accuracy
+from lottery.evaluation.ties import Tied, tied_argmax
 from lottery.tasks.downstream.common import Batch, TaskContext, encode, pack_pairs, stats
-from lottery.tasks.downstream.examples import TaskExample
-from lottery.tasks.downstream.metrics import accuracy
-from lottery.tasks.downstream.ties import Tied, tied_argmax
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from lottery.data.examples import TASK_NAMES
 from lottery.tasks.downstream.choices import Retrieval, Vcr
 from lottery.tasks.downstream.classify import Classify
 from lottery.tasks.downstream.common import Adapter
-from lottery.tasks.downstream.examples import TASK_NAMES
 from lottery.tasks.downstream.pairs import ImagePairs
 from lottery.tasks.downstream.regions import ReferringExpressions
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
+from lottery.data.examples import TaskExample
+from lottery.evaluation.metrics import accuracy, retrieval_recalls, vqa_score
 from lottery.tasks.downstream.common import TaskContext
-from lottery.tasks.downstream.examples import TaskExample
-from lottery.tasks.downstream.metrics import accuracy, retrieval_recalls, vqa_score
 
 _LABEL_FIELD = {"gqa": "answer", "snli-ve": "label", "nlvr2": "label"}
 

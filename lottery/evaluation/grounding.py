@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lottery.data.captions import COLOUR_WORDS, RELATION_WORDS, SHAPE_WORDS
-from lottery.tasks.downstream.ties import expected_correct
+from lottery.evaluation.ties import expected_correct
 from lottery.tasks.masking import mask_regions
 from lottery.tasks.packing import pack, region_positions, unpack_outputs
 from lottery.tasks.wra import ot_distance
@@ -218,7 +218,7 @@ def evaluate_model_dir(
     """`measure` + `criteria` for a model directory on the first `samples` val examples of `data_dir`."""
     from lottery.data.pipeline import eval_batches, shard_urls
     from lottery.models.uniter import from_pretrained
-    from lottery.train.assets import load_tokenizer
+    from lottery.models.uniter.checkpoint import load_tokenizer
 
     model = from_pretrained(Path(model_dir)).float()
     batches = list(

@@ -9,7 +9,7 @@ the weights at ``imp.rewind_step`` of round 0). At its end, with method
 Rounds 1..R of the baselines train their mask only to measure it, as IMP's rounds do. Pruning runs
 on the partitioned engine (each rank scores its own slice; nothing is gathered but the mask bits).
 
-Every step is resumable (see imp_state.py for the layout): a rerun of the same command skips finished
+Every step is resumable (see state.py for the layout): a rerun of the same command skips finished
 rounds, resumes the round in flight from its checkpoint (from its start when the world size changed),
 and recomputes a mask whose ticket was not written yet, so the masks are bit-identical to those of a
 run that was never stopped.
@@ -17,7 +17,7 @@ run that was never stopped.
 The rewind point of ``imp.rewind_step`` k is saved at step k of round 0, so round 0 never ends before
 step k: an early bird that settles earlier is logged and round 0 trains on to the first draw at or
 after step k (the choice keeps the rewind step the config names, rather than rewinding to an earlier
-step than asked). A later round starts only from a rewind point that round 0 saved (imp_rewind.py),
+step than asked). A later round starts only from a rewind point that round 0 saved (rewind.py),
 and round 0 redone on another world size drops the old one: its step-k weights will differ.
 
 What rank 0 alone reads, decides or writes goes through ``dist.on_main``, so a failure there stops
@@ -29,7 +29,7 @@ each, and the name ``LOTTERY_RAISE`` takes to inject a failure there):
 - ``imp.cleanup``: removing the checkpoints a finished round left behind;
 - ``imp.world_size``: recording the round in flight, and restarting it on a new world size;
 - ``imp.rewind``: checking a later round's rewind point before its engine is built;
-- ``imp.rewind_save``: writing the rewind point (imp_rewind.py);
+- ``imp.rewind_save``: writing the rewind point (rewind.py);
 - ``imp.early_stop``: recording an early-bird stop in state.json;
 - ``imp.prune``: putting the new masks in the run's store, and the round's round.json;
 - ``imp.finish``: marking the round done and removing its checkpoints;
@@ -56,23 +56,23 @@ from lottery.config import (
     load_config,
     to_yaml,
 )
+from lottery.data.examples import TASK_NAMES
 from lottery.faults import fault_point
 from lottery.files import write_json_atomic, write_text_atomic
-from lottery.sparsity.maskset import MaskSet
-from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
-from lottery.tasks.downstream.examples import TASK_NAMES
-from lottery.tickets import TicketMeta, TicketStore
-from lottery.tickets.distributed import load_broadcast
-from lottery.train.early_bird import EarlyBird, prune_engine
-from lottery.train.finetune import finetune
-from lottery.train.finetune_configs import task_config
-from lottery.train.imp_rewind import (
+from lottery.imp.early_bird import EarlyBird, prune_engine
+from lottery.imp.rewind import (
     check_rewind,
     remove_rewind_point,
     require_rewind_point,
     save_rewind_point,
 )
-from lottery.train.imp_state import ImpState, round_alias, run_dir_for
+from lottery.imp.state import ImpState, round_alias, run_dir_for
+from lottery.sparsity.maskset import MaskSet
+from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
+from lottery.tickets import TicketMeta, TicketStore
+from lottery.tickets.distributed import load_broadcast
+from lottery.train.finetune import finetune
+from lottery.train.finetune_configs import task_config
 from lottery.train.pretrain import pretrain
 from lottery.train.step import RunHooks
 from lottery.train.theta0 import ensure_theta0, identity
@@ -377,9 +377,9 @@ def prepare(config: ImpConfig) -> ImpRun:
 
 def imp(config: ImpConfig) -> Path:
     """Run (or continue) an IMP run to its end, publish what the config asks; returns the run directory."""
+    from lottery.imp.report import report
     from lottery.run_lock import holding
-    from lottery.train.imp_report import report
-    from lottery.train.publish import publish_all
+    from lottery.tickets.publish import publish_all
 
     dist.init()
     run = prepare(config)

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from lottery.files import write_json_atomic
+from lottery.imp.state import round_alias
 from lottery.sparsity import health
 from lottery.tickets import TicketError, TicketStore
-from lottery.train.imp_state import round_alias
 
 COLUMNS = ("itm_acc", "mlm_acc", "mrfr_loss", "mrckl_loss", "wra_pos", "wra_neg")
 

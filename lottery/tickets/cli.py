@@ -1,6 +1,6 @@
 """`lottery ticket ...`: cut, inspect, verify, alias, export and apply tickets of a ticket store.
 
-Each subcommand is one plain function of `lottery.train.ticket_jobs` (`cut_ticket`, `show_ticket`,
+Each subcommand is one plain function of `lottery.tickets.jobs` (`cut_ticket`, `show_ticket`,
 ...); the `_cmd_*` adapters only turn parsed arguments into a call and print. `add_ticket_commands` hangs them under the `ticket`
 command of the `lottery` parser. A refused ticket or a missing file is one line on stderr and exit
 code 2 (`verify` exits 1 when a check fails), never a traceback.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lottery.train.ticket_jobs import (
+from lottery.tickets.jobs import (
     EXPORT_FORMATS,
     alias_ticket,
     apply_ticket,
@@ -89,7 +89,7 @@ def _cmd_apply(args: argparse.Namespace) -> None:
 
 
 def _cmd_publish(args: argparse.Namespace) -> None:
-    from lottery.train.publish import publish
+    from lottery.tickets.publish import publish
 
     publish(Path(args.run), args.sparsity, args.alias, args.store)
 

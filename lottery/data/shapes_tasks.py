@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from lottery.data.captions import describe, make_caption, unique_objects
+from lottery.data.examples import TaskExample
 from lottery.data.world import COLOURS, RELATIONS, SHAPES, Obj, Scene, relations
-from lottery.tasks.downstream.examples import TaskExample
 
 ANNOTATORS = 10  # VQA: answers per question
 ANNOTATOR_ACCURACY = 0.8

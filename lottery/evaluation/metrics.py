@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lottery.tasks.downstream.ties import tie_set
+from lottery.evaluation.ties import tie_set
 
 
 def _average(values: Iterable[Fraction]) -> Fraction:

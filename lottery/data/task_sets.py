@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lottery.data import shapes_tasks
+from lottery.data.examples import TASK_NAMES, TaskExample
 from lottery.data.shards import SPLIT_IDS, ShapesConfig
 from lottery.data.world import Scene, generate_scene
 from lottery.files import write_text_atomic
-from lottery.tasks.downstream import shapes_tasks
-from lottery.tasks.downstream.examples import TASK_NAMES, TaskExample
 
 # tasks whose head is a classifier over an answer vocabulary built from the train split
 ANSWER_FIELD = {"vqa": "answers", "gqa": "answer"}

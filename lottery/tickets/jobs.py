@@ -1,6 +1,6 @@
 """The `lottery ticket ...` jobs: cut, show, list, verify, alias, export and apply tickets of a store.
 
-Plain functions with typed arguments; `lottery/ticket_cli.py` only parses arguments and calls them.
+Plain functions with typed arguments; `lottery/tickets/cli.py` only parses arguments and calls them.
 They sit in `train/` because they join a model directory, the pruning criteria and the ticket store.
 """
 
