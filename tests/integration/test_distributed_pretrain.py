@@ -22,7 +22,9 @@ def _assert_learned_on_two_ranks(run_dir):
     assert (run_dir / "model" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("stage", [0, 2, 3])
+# one stage here: ZeRO-0 pre-training runs in every theta0 build and the main job, ZeRO-3 in the IMP
+# tests (each round is a pre-training run); the masks on every stage are test_enforce_matrix.py's
+@pytest.mark.parametrize("stage", [2])
 def test_deepspeed_launcher_two_ranks_lowers_val_loss(
     stage, tmp_path, shapes_dir, mini_model_dir, deepspeed_ops
 ):

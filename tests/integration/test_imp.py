@@ -97,8 +97,9 @@ def rewind_lines(stdout: str) -> list[str]:
 def test_imp_killed_mid_round_and_mid_ticket_write_gives_the_uninterrupted_tickets(
     tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
 ):
-    straight = write_config(tmp_path / "a" / "imp.yaml", shapes_dir, mini_model_dir, zero=3)
-    killed = write_config(tmp_path / "b" / "imp.yaml", shapes_dir, mini_model_dir, zero=3)
+    # ZeRO-2: the partitioned optimizer state a resume reloads (ZeRO-3 rounds: the bf16 test below)
+    straight = write_config(tmp_path / "a" / "imp.yaml", shapes_dir, mini_model_dir, zero=2)
+    killed = write_config(tmp_path / "b" / "imp.yaml", shapes_dir, mini_model_dir, zero=2)
 
     done = launch(straight, theta0_cache)
     expected = round_ids(run_dir(straight))
@@ -148,7 +149,7 @@ def test_the_three_methods_cut_exact_equal_sparsities_and_random_differs(
     tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
 ):
     masks = {}
-    for method, zero, ranks in (("imp", 1, 2), ("oneshot", 0, 2), ("random", 0, 1)):
+    for method, zero, ranks in (("imp", 1, 2), ("oneshot", 0, 1), ("random", 0, 1)):
         config = write_config(
             tmp_path / method / "imp.yaml",
             shapes_dir,

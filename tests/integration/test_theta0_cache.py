@@ -42,7 +42,8 @@ def test_theta0_is_built_once_reused_and_a_stopped_build_resumes(
     assert "building" not in again.stdout and "pretrain" not in again.stderr
     assert "ITM accuracy" in again.stdout
 
-    _theta0(tmp_path / "d", shapes_dir, mini_model_dir, **{"train.seed": 1})
+    # another seed is another theta0 (one step of it shows where it goes)
+    _theta0(tmp_path / "d", shapes_dir, mini_model_dir, **{"train.seed": 1, "train.stop_after_steps": 1})
     assert len(list(cache.iterdir())) == 2
 
 
@@ -51,7 +52,7 @@ def test_a_theta0_build_killed_with_sigkill_resumes_and_finishes(
 ):
     cache = tmp_path / "cache"
     monkeypatch.setenv("LOTTERY_THETA0_CACHE", str(cache))
-    extra = {"train.ckpt_every": 3, "train.steps": 30}
+    extra = {"train.ckpt_every": 3, "train.steps": 9}  # killed at its first checkpoint, 6 steps to go
     cmd = torchrun()
     cmd += ["-m", "lottery", "theta0"] + quick_overrides(tmp_path / "a", shapes_dir, mini_model_dir, **extra)
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
