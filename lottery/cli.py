@@ -295,8 +295,10 @@ def _add_output_commands(commands) -> None:
 
 
 # exit codes: 2 = bad input (config, ticket, model directory), 3 = a run that failed its own proof (a revived mask),
-# 4 = the run directory is held by another live job
-EXIT_BAD_INPUT, EXIT_MASK_VIOLATED, EXIT_RUN_BUSY = 2, 3, 4
+# 4 = the run directory is held by another live job, 5 = stopped on a signal at a step boundary (SLURM
+# preemption / time limit), checkpointed: the batch script requeues on it
+EXIT_BAD_INPUT, EXIT_MASK_VIOLATED, EXIT_RUN_BUSY, EXIT_PREEMPTED = 2, 3, 4, 5
+TRAINING_COMMANDS = ("pretrain", "theta0", "imp", "finetune", "sweep")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -307,7 +309,10 @@ def main(argv: list[str] | None = None) -> None:
     from lottery.run_lock import RunBusy
     from lottery.sparsity.enforce import MaskViolation
     from lottery.tickets.format import TicketError
+    from lottery.train.step import Preempted, install_stop_handlers
 
+    if args.command in TRAINING_COMMANDS:
+        install_stop_handlers()  # a SLURM signal during setup is honoured at the first step boundary
     # an expected failure: one line on stderr (prefix + the error, which names the file or run) and its code
     expected = (
         (ConfigError, "config error: ", EXIT_BAD_INPUT),
@@ -315,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         (ModelDirError, "model refused: ", EXIT_BAD_INPUT),
         (MaskViolation, "", EXIT_MASK_VIOLATED),
         (RunBusy, "", EXIT_RUN_BUSY),
+        (Preempted, "", EXIT_PREEMPTED),
     )
     try:
         args.func(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -105,7 +106,13 @@ def example_stream(
     workers = min(num_workers, len(mine))
     if workers == 0:
         return pipeline
-    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers)
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers, worker_init_fn=_ignore_stop_signal)
+
+
+def _ignore_stop_signal(worker_id: int) -> None:
+    """SLURM signals every process of a task (``scancel --signal=USR1``), loader workers included: a
+    worker must not die of it while the trainer finishes its step and checkpoints (step.StopRequest)."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def eval_batches(

@@ -32,7 +32,7 @@ from lottery.tasks.downstream.model import UniterForTask
 from lottery.tasks.downstream.registry import adapter
 from lottery.train.batches import to_device
 from lottery.train.starts import STARTS, start_state
-from lottery.train.step import RunHooks, due, optimizer_step
+from lottery.train.step import Preempted, RunHooks, StopRequest, due, optimizer_step
 
 if TYPE_CHECKING:
     from lottery.train.finetune_data import TaskData
@@ -319,20 +319,27 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
     progress = tqdm(total=train.steps, disable=not main, desc=f"finetune {config.task}", dynamic_ncols=True)
     engine.train()
     steps = hooks.end_step or train.steps
-    for step in range(1, steps + 1):
-        losses = optimizer_step(engine, enforcer, micro_batches(step), run.dtype)
-        check_every(enforcer, run.sparsity, step)
-        if hooks.on_step is not None and hooks.on_step(engine, step):
-            steps = step
-            break
-        progress.update(1)
-        progress.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
-        if step != steps and due(step, train.val_every, steps):
-            history.append(
-                {"step": step, **evaluate(engine, config.task, data.val, ctx, train.batch_size, run.dtype)}
-            )
-            if main:
-                tqdm.write(f"step {step} val {history[-1]}")
+    with StopRequest() as stop:
+        for step in range(1, steps + 1):
+            losses = optimizer_step(engine, enforcer, micro_batches(step), run.dtype)
+            check_every(enforcer, run.sparsity, step)
+            signalled = stop.agreed()
+            if signalled and step < steps:
+                raise Preempted(step, signalled, resumable=False)
+            if hooks.on_step is not None and hooks.on_step(engine, step):
+                steps = step
+                break
+            progress.update(1)
+            progress.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
+            if step != steps and due(step, train.val_every, steps):
+                history.append(
+                    {
+                        "step": step,
+                        **evaluate(engine, config.task, data.val, ctx, train.batch_size, run.dtype),
+                    }
+                )
+                if main:
+                    tqdm.write(f"step {step} val {history[-1]}")
     progress.close()
     return history, steps
 

@@ -48,7 +48,15 @@ from lottery.train.checkpoint import load_checkpoint, resume_step, save_checkpoi
 from lottery.train.curriculum import Stage, schedule, stage_at
 from lottery.train.engine import build_engine, working_dtype
 from lottery.train.metrics import MetricsLog
-from lottery.train.step import RunHooks, check_schedule, due, micro_seed, optimizer_step
+from lottery.train.step import (
+    Preempted,
+    RunHooks,
+    StopRequest,
+    check_schedule,
+    due,
+    micro_seed,
+    optimizer_step,
+)
 from lottery.train.ticketed import attach_ticket, check_every, verify_now
 from lottery.train.weights import full_state_dict
 
@@ -295,29 +303,36 @@ class _Loop:
         stop_at = end if not train.stop_after_steps else min(end, start + train.stop_after_steps)
         progress = tqdm(total=end, initial=start, disable=not main, desc="pretrain", dynamic_ncols=True)
         self.engine.train()
-        for step in range(start + 1, stop_at + 1):
-            if not current.holds(step):
-                current = stage_at(self.stages, step)
-                batches = self.batches(current, 0)
-                if main:
-                    tqdm.write(f"step {step}: scenes of {current.data.dir}")
-            record = self.step(step, batches)
-            if due(step, train.log_every, stop_at):
-                _write_metrics(self.metrics, record)
-            progress.update(1)
-            progress.set_postfix({k: f"{v:.3f}" for k, v in record["losses"].items()}, refresh=False)
-            stop_here = hooks.on_step is not None and hooks.on_step(self.engine, step)
-            if stop_here:
-                end = stop_at = step
-            if due(step, train.val_every, end):
-                result = self.validation(step)
-            if due(step, train.ckpt_every, stop_at):
-                verify_now(self.enforcer, f"before the checkpoint of step {step}")
-                save_checkpoint(self.engine, run_dir, step)
-            if stop_here:
-                if main:
+        with StopRequest() as stop:
+            for step in range(start + 1, stop_at + 1):
+                if not current.holds(step):
+                    current = stage_at(self.stages, step)
+                    batches = self.batches(current, 0)
+                    if main:
+                        tqdm.write(f"step {step}: scenes of {current.data.dir}")
+                record = self.step(step, batches)
+                signalled = stop.agreed()
+                if signalled:
+                    stop_at = step  # logged and checkpointed below, as the last step of this invocation
+                if due(step, train.log_every, stop_at):
+                    _write_metrics(self.metrics, record)
+                progress.update(1)
+                progress.set_postfix({k: f"{v:.3f}" for k, v in record["losses"].items()}, refresh=False)
+                stop_here = hooks.on_step is not None and hooks.on_step(self.engine, step)
+                if stop_here:
+                    end = stop_at = step
+                if due(step, train.val_every, end):
+                    result = self.validation(step)
+                if due(step, train.ckpt_every, stop_at):
+                    verify_now(self.enforcer, f"before the checkpoint of step {step}")
+                    save_checkpoint(self.engine, run_dir, step)
+                if stop_here and main:
                     tqdm.write(f"step {step}: the run ends here (asked by its caller)")
-                break
+                if signalled and step < end:
+                    progress.close()
+                    raise Preempted(step, signalled)
+                if stop_here:
+                    break
         progress.close()
         return result, end, stop_at
 

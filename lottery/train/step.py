@@ -7,22 +7,93 @@ at the accumulation boundary only. Adding something to "the step" (a tracker, a 
 step boundary) is done here once.
 
 Also here: when a loop logs, validates and checkpoints (`due`; ``*_every = 0`` means never, except at
-the end), the seed of a micro-step's random draws (`micro_seed`), and `RunHooks`, through which a
-caller (IMP) drives a run without owning its loop.
+the end), the seed of a micro-step's random draws (`micro_seed`), `RunHooks`, through which a caller
+(IMP) drives a run without owning its loop, and `StopRequest`: SIGUSR1 or SIGTERM (what SLURM sends
+before a preemption or the time limit, ``--signal=USR1@300``, and at ``scancel``) is honoured at the
+next step boundary, by every rank at the same step, and the job ends with `Preempted` (exit 5) once
+its checkpoint is written, so a rerun or a requeued job continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import FrameType
 
 import torch
 
+from lottery import dist
 from lottery.config import ConfigError, TrainConfig
 from lottery.sparsity.enforce import MaskEnforcer
 from lottery.train.batches import to_device
 
 EVERY_KEYS = ("log_every", "val_every", "ckpt_every")
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class Preempted(RuntimeError):
+    """The job stopped at a step boundary on a signal, after writing what a rerun continues from."""
+
+    def __init__(self, step: int, signal_name: str, resumable: bool = True) -> None:
+        then = (
+            "its checkpoint is written; rerun the same command (or let SLURM requeue the job) to continue"
+            if resumable
+            else "it keeps no checkpoint: a rerun starts it again from its first step"
+        )
+        super().__init__(f"stopped after step {step} on {signal_name}: {then}")
+        self.step = step
+
+
+_received: list[int] = []  # the stop signals this process has received, in order (process-wide)
+
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
+
+
+def install_stop_handlers() -> bool:
+    """Catch SIGUSR1 / SIGTERM from now on (the CLI calls it before a training job sets up, so a signal
+    that comes during setup is honoured at the first step instead of killing the process). False
+    outside the main thread, where Python cannot install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not _note:
+            signal.signal(signum, _note)
+    return True
+
+
+class StopRequest:
+    """`with StopRequest() as stop:` catches SIGUSR1 / SIGTERM for the block (if not caught already);
+    `stop.agreed()` at a step boundary (collective) tells every rank whether any rank was signalled,
+    so all stop at the same step.
+
+    A signal only records itself: the step in flight finishes (a rank never stops inside a
+    collective). Handlers this block installed are removed at its end (a library caller's own stay).
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                if signal.getsignal(signum) is not _note:
+                    self._previous[signum] = signal.signal(signum, _note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def agreed(self) -> str | None:
+        """The name of the signal that stops the run, or None to go on; every rank must call it."""
+        local = torch.tensor([_received[0] if _received else 0], dtype=torch.long)
+        highest = int(dist.all_gather_tensor(local).max()) if dist.world_size() > 1 else int(local[0])
+        return signal.Signals(highest).name if highest else None
 
 
 @dataclass

@@ -56,3 +56,35 @@ def test_without_a_ticket_there_is_nothing_to_keep():
     engine = _Engine()
     optimizer_step(engine, None, iter([({"img_feat": torch.ones(1)}, "mlm")]), torch.float32)
     assert engine.calls == ["forward mlm torch.float32", "backward", "step"]
+
+
+def test_a_stop_signal_is_held_until_the_step_boundary_and_the_old_handler_comes_back(monkeypatch):
+    import os
+    import signal
+
+    from lottery.train import step
+    from lottery.train.step import Preempted, StopRequest
+
+    monkeypatch.setattr(step, "_received", [])
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopRequest() as stop:
+        assert stop.agreed() is None
+        os.kill(os.getpid(), signal.SIGUSR1)  # the process goes on: the signal is only noted
+        assert stop.agreed() == "SIGUSR1"
+    assert signal.getsignal(signal.SIGUSR1) is before
+    assert "stopped after step 7 on SIGUSR1: its checkpoint is written" in str(Preempted(7, "SIGUSR1"))
+
+
+def test_the_cli_catches_stop_signals_for_training_commands_from_the_start(monkeypatch):
+    import signal
+
+    from lottery import cli
+    from lottery.train import step
+
+    monkeypatch.setattr(step, "_received", [])
+    installed = []
+    monkeypatch.setattr(step, "install_stop_handlers", lambda: installed.append(True) or True)
+    monkeypatch.setattr(cli, "_pretrain", lambda args: None)
+    cli.main(["pretrain"])
+    assert installed == [True]
+    assert signal.getsignal(signal.SIGUSR1) is not step._note  # the stand-in installed nothing
