@@ -26,6 +26,16 @@ def shapes_overrides() -> dict[str, object]:
     return {f"data.{key}": value for key, value in SHAPES.items()}
 
 
+@pytest.fixture(autouse=True)
+def _stop_signal_handlers_restored():
+    """A test that runs a training command in process must not leave SIGTERM/SIGUSR1 caught for the
+    tests after it (nor for pytest itself, which a SIGTERM must still stop)."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     from lottery.data.shards import ShapesConfig, build_shapes

@@ -16,6 +16,7 @@ its checkpoint is written, so a rerun or a requeued job continues exactly where 
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -50,6 +51,12 @@ _received: list[int] = []  # the stop signals this process has received, in orde
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
+    """The first stop signal is noted for the next step boundary; a second one is obeyed at once (the
+    default action), so a job stuck outside the loop still stops on a repeated `kill` or `scancel`."""
+    if _received:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     _received.append(signum)
 
 

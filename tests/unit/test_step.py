@@ -76,8 +76,6 @@ def test_a_stop_signal_is_held_until_the_step_boundary_and_the_old_handler_comes
 
 
 def test_the_cli_catches_stop_signals_for_training_commands_from_the_start(monkeypatch):
-    import signal
-
     from lottery import cli
     from lottery.train import step
 
@@ -85,6 +83,31 @@ def test_the_cli_catches_stop_signals_for_training_commands_from_the_start(monke
     installed = []
     monkeypatch.setattr(step, "install_stop_handlers", lambda: installed.append(True) or True)
     monkeypatch.setattr(cli, "_pretrain", lambda args: None)
+    monkeypatch.setattr(cli, "_report", lambda args: None)
     cli.main(["pretrain"])
     assert installed == [True]
-    assert signal.getsignal(signal.SIGUSR1) is not step._note  # the stand-in installed nothing
+    cli.main(["report", "nowhere", "--out", "nowhere"])
+    assert installed == [True], "only training commands catch the stop signals"
+
+
+def test_a_second_stop_signal_is_obeyed_at_once():
+    """The first SIGTERM waits for the step boundary; a repeated one kills a job stuck elsewhere."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from lottery.train.step import install_stop_handlers, _received\n"
+        "install_stop_handlers()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "assert _received == [signal.SIGTERM]\n"
+        "print('noted', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(5)\n"
+        "print('still alive')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()  # (DeepSpeed may print its accelerator line first)
+    assert "noted" in lines and "still alive" not in lines, proc.stdout[-2000:]
+    assert proc.returncode == -signal.SIGTERM, proc.stderr[-2000:]
