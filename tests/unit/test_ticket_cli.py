@@ -282,7 +282,7 @@ def test_export_torch_prune_installs_the_same_zeros_with_custom_from_mask(
         str(out_file),
     )
     assert code == 0
-    exported = torch.load(out_file)
+    exported = torch.load(out_file, weights_only=True)
     masks = TicketStore(tmp_path).load(ticket_id).masks.masks
     assert sorted(exported) == sorted(f"{name}_mask" for name in masks)
     assert list(out_file.parent.iterdir()) == [out_file]  # no temporary left next to it
