@@ -83,9 +83,8 @@ def save_pretrained(
     partitioned) model. An existing `out_dir` is never overwritten: model directories are written once.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; remove it or save to another path")
-    _check_savable(model, extra_files or {})
+    # atomic_directory refuses an existing out_dir; write_model_files checks the model and extra files
+    # before it writes anything, and a refusal removes the partial directory
     with atomic_directory(out_dir) as partial:
         write_model_files(model, partial, extra_files)
     return out_dir
