@@ -60,15 +60,22 @@ def _note(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
 
 
+def _catch_stop_signals() -> dict[int, object]:
+    """Install `_note` for every stop signal not already caught; the handlers it replaced."""
+    return {
+        signum: signal.signal(signum, _note)
+        for signum in STOP_SIGNALS
+        if signal.getsignal(signum) is not _note
+    }
+
+
 def install_stop_handlers() -> bool:
     """Catch SIGUSR1 / SIGTERM from now on (the CLI calls it before a training job sets up, so a signal
     that comes during setup is honoured at the first step instead of killing the process). False
     outside the main thread, where Python cannot install handlers."""
     if threading.current_thread() is not threading.main_thread():
         return False
-    for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) is not _note:
-            signal.signal(signum, _note)
+    _catch_stop_signals()
     return True
 
 
@@ -86,9 +93,7 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                if signal.getsignal(signum) is not _note:
-                    self._previous[signum] = signal.signal(signum, _note)
+            self._previous = _catch_stop_signals()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,7 +104,7 @@ class StopRequest:
     def agreed(self) -> str | None:
         """The name of the signal that stops the run, or None to go on; every rank must call it."""
         local = torch.tensor([_received[0] if _received else 0], dtype=torch.long)
-        highest = int(dist.all_gather_tensor(local).max()) if dist.world_size() > 1 else int(local[0])
+        highest = int(dist.all_gather_tensor(local).max())  # one rank: no collective
         return signal.Signals(highest).name if highest else None
 
 
