@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -357,15 +356,16 @@ def _write_metrics(metrics: MetricsLog, record: dict) -> None:
 
 def _save_model(state: dict, model_dir: Path, run_dir: Path) -> None:
     """Rank 0: the final weights as a model directory, ``run_dir/model`` (written whole or not at all)."""
-    from lottery.models.uniter import from_pretrained, save_pretrained
+    from lottery.files import atomic_directory
+    from lottery.models.uniter import from_pretrained
+    from lottery.models.uniter.checkpoint import write_model_files
 
     final = from_pretrained(model_dir)
     final.load_state_dict(state)
-    if (run_dir / "model").exists():
-        # an earlier attempt wrote it and was killed before anything used it; this run
-        # recomputed the same weights from the same checkpoint
-        shutil.rmtree(run_dir / "model")
-    save_pretrained(final, run_dir / "model", extra_files=_tokenizer_files(model_dir))
+    # replace=True: a model an earlier attempt wrote (killed before anything used it; this run
+    # recomputed the same weights from the same checkpoint) is swapped out in one rename
+    with atomic_directory(run_dir / "model", replace=True) as partial:
+        write_model_files(final, partial, _tokenizer_files(model_dir))
     print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
 
 
