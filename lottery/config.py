@@ -8,7 +8,8 @@ so a typo on the command line fails at once with the key's name instead of being
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field
+from typing import Any
 
 # the loader lives in its own module; its names are part of this module's interface
 from lottery.config_loader import (  # noqa: F401
@@ -22,6 +23,23 @@ from lottery.config_loader import (  # noqa: F401
 )
 from lottery.config_loader import load_config as _load_config
 from lottery.data.examples import TASK_NAMES
+
+NOT_IDENTITY = "not_identity"  # field metadata key: the value a run's identity view holds instead
+
+
+def placement(default: Any = MISSING, *, factory: Any = MISSING, neutral: Any = MISSING) -> Field:
+    """A field that says where a run lives or how often it reports, not what it computes.
+
+    Such fields are left out of a run's identity (`lottery.run_record.identity_view` puts `neutral`,
+    by default the field's default, in their place), so moving a run or logging it more often finds
+    the same run directory, theta0 and tickets instead of training again.
+    """
+    if neutral is MISSING:
+        neutral = factory() if factory is not MISSING else default
+    metadata = {NOT_IDENTITY: neutral}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -112,12 +130,12 @@ class TrainConfig:
     ds_config: str = ""
     precision: str = "auto"
     seed: int = 0
-    log_every: int = 10
-    val_every: int = 100
+    log_every: int = placement(10, neutral=1)
+    val_every: int = placement(100, neutral=1)
     val_batches: int = 16
     val_at_start: bool = True
-    ckpt_every: int = 100
-    stop_after_steps: int = 0
+    ckpt_every: int = placement(100, neutral=1)
+    stop_after_steps: int = placement(0)
 
 
 @dataclass(frozen=True)
@@ -137,7 +155,7 @@ class SparsityConfig:
     ticket: str = ""
     store: str = ""
     scope: tuple[str, ...] = ()
-    verify_every: int = 100
+    verify_every: int = placement(100, neutral=0)
 
 
 @dataclass(frozen=True)
@@ -161,7 +179,7 @@ class PretrainConfig:
     ``theta0`` only matters when the config builds a theta0 (see `Theta0Options`).
     """
 
-    run_dir: str = "runs/pretrain"
+    run_dir: str = placement("runs/pretrain", neutral="")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
@@ -201,8 +219,8 @@ class ImpSettings:
     task_overrides: tuple[str, ...] = ()
     early_bird_every: int = 0
     early_bird_threshold: float = 0.0
-    publish: dict[float, str] = field(default_factory=dict)
-    store: str = ""
+    publish: dict[float, str] = placement(factory=dict)
+    store: str = placement("")
     scope: tuple[str, ...] = ()
 
 
@@ -215,9 +233,10 @@ class ImpConfig:
     command finds the same directory and continues it.
     """
 
-    runs_dir: str = "runs/imp"
-    theta0: str = "pretrain-uniter-mini"
-    theta0_overrides: tuple[str, ...] = ()
+    runs_dir: str = placement("runs/imp", neutral="")
+    # which theta0 enters the identity as its digest (`lottery.imp.state.run_identity`), not by name
+    theta0: str = placement("pretrain-uniter-mini", neutral="")
+    theta0_overrides: tuple[str, ...] = placement(())
     tasks: TasksConfig = field(default_factory=TasksConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -274,7 +293,7 @@ class FinetuneConfig:
     ``init_seed``: the paper's theta0''). The run directory is ``runs_dir/<task>-<ticket>-<init>-<digest>``.
     """
 
-    runs_dir: str = "runs/finetune"
+    runs_dir: str = placement("runs/finetune", neutral="")
     task: str = "vqa"
     theta0: str = "pretrain-uniter-mini"
     theta0_overrides: tuple[str, ...] = ()
@@ -283,8 +302,8 @@ class FinetuneConfig:
     ticket: str = "dense"
     store: str = ""
     scope: tuple[str, ...] = ()  # as sparsity.scope: empty takes the ticket's own
-    verify_every: int = 100  # as sparsity.verify_every (checks also run at the end)
-    save_model: bool = True
+    verify_every: int = placement(100, neutral=0)  # as sparsity.verify_every (checks also run at the end)
+    save_model: bool = placement(True)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     data: FinetuneData = field(default_factory=FinetuneData)
     optim: OptimConfig = field(default_factory=_finetune_optim)

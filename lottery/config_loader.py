@@ -165,7 +165,14 @@ def to_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def digest(config: Any) -> str:
-    """sha256 of the canonical JSON of a config: the identity of what it describes."""
-    canonical = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+def digest(config: Any, *, spaced: bool = False) -> str:
+    """sha256 (hex) of the canonical JSON of a config (or a dict of plain values): what it describes.
+
+    ``spaced``: JSON's default separators instead of the compact ones. IMP run directories were first
+    named with them, and a ticket records its run directory's name, so IMP keeps that form: the same
+    config must keep giving the same directory and the same ticket ids.
+    """
+    tree = to_dict(config) if dataclasses.is_dataclass(config) else config
+    separators = (", ", ": ") if spaced else (",", ":")
+    canonical = json.dumps(tree, sort_keys=True, separators=separators)
     return hashlib.sha256(canonical.encode()).hexdigest()

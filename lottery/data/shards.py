@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from lottery.data.captions import make_caption
 from lottery.data.features import FeatureSpace
 from lottery.data.schema import META_NAME, encode_sample, validate_sample
 from lottery.data.world import CLASS_NAMES, SceneConfig, generate_scene
 from lottery.files import open_atomic
+from lottery.progress import progress_bar
 
 # tarfile writes in 10 KB records; a larger buffer turns them into fewer system calls.
 _WRITE_BUFFER = 1 << 22
@@ -125,7 +125,7 @@ build_shapes = write_shapes_shards
 def _write_split(out_dir: Path, cfg: ShapesConfig, space: FeatureSpace, split: str) -> list[str]:
     total = cfg.count(split)
     names = []
-    with tqdm(total=total, desc=f"shapes {split}", unit="sample", disable=None) as progress:
+    with progress_bar(total=total, desc=f"shapes {split}", unit="sample") as progress:
         for shard in range(math.ceil(total / cfg.samples_per_shard)):
             name = f"{split}-{shard:06d}.tar"
             start = shard * cfg.samples_per_shard

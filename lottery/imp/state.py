@@ -18,13 +18,13 @@ rank); every write is a temp file renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lottery.config import ImpConfig, to_dict
+from lottery.config import ImpConfig, digest, load_config, to_dict
 from lottery.files import write_json_atomic
+from lottery.run_record import identity_view
 
 
 def round_alias(index: int) -> str:
@@ -32,21 +32,25 @@ def round_alias(index: int) -> str:
 
 
 def run_identity(config: ImpConfig, theta0_digest: str) -> str:
-    """sha256 of what decides the masks: the config without where it runs or how often it logs."""
-    ident = replace(
-        config,
-        runs_dir="",
-        theta0="",
-        theta0_overrides=(),
-        train=replace(config.train, stop_after_steps=0, log_every=1, val_every=1, ckpt_every=1),
-        imp=replace(config.imp, publish={}, store=""),
-    )
-    canonical = json.dumps({"imp": to_dict(ident), "theta0": theta0_digest}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """sha256 of what decides the masks: the config's `identity_view` and the digest of its theta0.
+
+    theta0 enters by its digest, not by the name of its config (``theta0``, ``theta0_overrides`` are
+    placement fields here), so two spellings of one theta0 make one run. The spaced JSON form is the
+    one run directories were first named with (see `digest`).
+    """
+    return digest({"imp": to_dict(identity_view(config)), "theta0": theta0_digest}, spaced=True)
 
 
 def run_dir_for(config: ImpConfig, theta0_digest: str) -> Path:
     return Path(config.runs_dir) / f"{config.imp.method}-{run_identity(config, theta0_digest)[:12]}"
+
+
+def planned_run_dir(config: ImpConfig) -> Path:
+    """The run directory of `config`, found without building theta0 (its digest needs only its config)."""
+    from lottery.train.theta0 import identity
+
+    theta0_config = load_config(config.theta0, list(config.theta0_overrides))
+    return run_dir_for(config, digest(identity(theta0_config)))
 
 
 @dataclass

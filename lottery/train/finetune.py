@@ -6,13 +6,13 @@ the start's backbone and a fresh head -> DeepSpeed engine -> the ticket installe
 refused before any step if it was cut from another model) -> steps -> the task's metric on val ->
 ``metrics.json`` (and ``model/``, a fine-tuned model directory, unless ``save_model=false``).
 
-Rank 0 alone reads theta0's verdict, through ``dist.on_main`` (site ``finetune.theta0_verdict``).
+Rank 0 alone reads theta0's verdict and writes the run's config.yaml, through ``dist.on_main`` (sites
+``finetune.theta0_verdict``, ``finetune.config_yaml``, ``finetune.metrics``); ``DONE`` follows
+metrics.json (`run_record`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -27,6 +27,8 @@ from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_con
 from lottery.data.examples import TASK_NAMES
 from lottery.evaluation.chance import chance_metrics
 from lottery.files import atomic_directory, write_json_atomic
+from lottery.progress import progress_bar
+from lottery.run_record import mark_done, run_digest, write_record
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
 from lottery.tasks.downstream.model import UniterForTask
 from lottery.tasks.downstream.registry import adapter
@@ -46,12 +48,11 @@ _NOT_IDENTITY_OVERRIDES = ("theta0.require_criteria",)
 def run_dir_for(config: FinetuneConfig) -> Path:
     """`runs_dir/<task>-<ticket>-<init>[-adv]-<digest>`: the digest of what decides the results."""
     kept = tuple(o for o in config.theta0_overrides if parse_override(o)[0] not in _NOT_IDENTITY_OVERRIDES)
-    ident = replace(config, runs_dir="", save_model=True, verify_every=0, theta0_overrides=kept)
-    digest = hashlib.sha256(json.dumps(to_dict(ident), sort_keys=True).encode()).hexdigest()[:10]
+    identity = run_digest(replace(config, theta0_overrides=kept))[:10]
     # a resolved ticket is a 64-hex id: its first 12 digits name it, as `lottery ticket list` does
     ticket = config.ticket[:12] if len(config.ticket) == 64 else config.ticket.replace("/", "_")
     adversarial = "-adv" if config.adversarial.enabled else ""
-    return Path(config.runs_dir) / f"{config.task}-{ticket}-{config.init}{adversarial}-{digest}"
+    return Path(config.runs_dir) / f"{config.task}-{ticket}-{config.init}{adversarial}-{identity}"
 
 
 def check_config(config: FinetuneConfig) -> None:
@@ -147,10 +148,10 @@ def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks
     from lottery.train.ticketed import verify_now
 
     launch = dist.init()
-    main = dist.is_main()
     hooks = hooks or RunHooks()
     # the alias is resolved once, here: an alias moved while this job runs must not change what it trained
     ticket = resolve_ticket(config)
+    dist.on_main(lambda: write_record(out, config), what="finetune.config_yaml")
     run = _setup(config, ticket, out, launch.world_size)
     if hooks.on_start is not None:
         hooks.on_start(run.engine)
@@ -185,17 +186,19 @@ def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks
         hooks.on_done(run.engine)
     if config.save_model and hooks.save_model:
         _save_model(run, config, out)
-    if main:
-        write_json_atomic(out / "metrics.json", result)
-        print(
-            f"{config.task} val: "
-            + " ".join(f"{k}={v:.4f}" for k, v in final.items())
-            + f"  ({out / 'metrics.json'})"
-        )
-    dist.barrier()
+    dist.on_main(lambda: _record_result(out, config, result, hooks.mark_done), what="finetune.metrics")
     if not keep_process_group:
         dist.shutdown()
     return result
+
+
+def _record_result(out: Path, config: FinetuneConfig, result: dict, done: bool) -> None:
+    """metrics.json, then ``DONE`` (rank 0): a job killed between them is redone, never half-recorded."""
+    write_json_atomic(out / "metrics.json", result)
+    if done:
+        mark_done(out, run_digest(config))
+    line = " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
+    print(f"{config.task} val: {line}  ({out / 'metrics.json'})", flush=True)
 
 
 @dataclass(frozen=True)
@@ -316,7 +319,7 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
 
     history = []
     main = dist.is_main()
-    progress = tqdm(total=train.steps, disable=not main, desc=f"finetune {config.task}", dynamic_ncols=True)
+    progress = progress_bar(total=train.steps, enabled=main, desc=f"finetune {config.task}")
     engine.train()
     steps = hooks.end_step or train.steps
     with StopRequest() as stop:

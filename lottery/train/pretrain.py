@@ -17,7 +17,8 @@ What rank 0 alone reads or writes goes through ``dist.on_main``, so a failure th
 once instead of leaving them in the next collective. Its sites (``LOTTERY_RAISE=<name>`` fails one in
 tests): ``pretrain.config_yaml`` (check or write the run's config.yaml), ``pretrain.model_written``,
 ``pretrain.metrics_truncate``, ``pretrain.metrics`` (every metrics.jsonl line), ``pretrain.save_model``
-(the final model directory); the checkpoint's are in :mod:`lottery.train.checkpoint`.
+(the final model directory), ``pretrain.done`` (``DONE``); the checkpoint's are in
+:mod:`lottery.train.checkpoint`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ import torch
 from tqdm import tqdm
 
 from lottery import dist
-from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict, to_yaml
+from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
-from lottery.files import write_text_atomic
 from lottery.models.uniter.checkpoint import load_tokenizer
+from lottery.progress import progress_bar
+from lottery.run_record import RECORD, identity_view, mark_done, run_digest, write_record
 from lottery.sparsity.enforce import MaskEnforcer
 from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
@@ -64,21 +66,21 @@ VAL_SEED = 1_000_003
 
 
 def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
-    """A rerun must be the same run: refuse to resume a directory made by a different config (rank 0).
+    """A rerun must be the same run: refuse a directory whose recorded config has another identity (rank 0).
 
-    The record is read as a config, so a field it lacks (added to the schema after it was written)
-    counts as its default: a run stopped before a new option existed still resumes. config.yaml is
-    written atomically, so a job killed while writing it never leaves a part that the rerun would
-    read as "another config".
+    Identity is `run_record.identity_view`: a rerun may move the run or log it differently, not change
+    what it computes. The record is read as a config, so a field it lacks (added to the schema after it
+    was written) counts as its default: a run stopped before a new option existed still resumes.
+    config.yaml is written whole (`write_record`), so a job killed while writing it never leaves a part
+    that the rerun would read as "another config".
     """
-    recorded = run_dir / "config.yaml"
-    same_run = replace(config, train=replace(config.train, stop_after_steps=0))
+    recorded = run_dir / RECORD
     if not recorded.exists():
-        write_text_atomic(recorded, to_yaml(same_run))
+        write_record(run_dir, config)
         return
-    ours = to_dict(same_run)
+    ours = to_dict(identity_view(config))
     try:
-        theirs = to_dict(load_config(str(recorded), [], cls=PretrainConfig))
+        theirs = to_dict(identity_view(load_config(str(recorded), [], cls=PretrainConfig)))
     except ConfigError as err:
         raise ConfigError(
             f"{recorded}: not a run record of this version ({err}); use a new run_dir"
@@ -176,8 +178,7 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
     if start >= end and (not hooks.save_model or model_written):
         if main:
             print(f"{run_dir} is complete ({end} steps)", flush=True)
-        if hooks.on_done is not None:
-            hooks.on_done(engine)
+        _complete(engine, config, hooks)
         if not keep_process_group:
             dist.shutdown()
         return {}
@@ -198,13 +199,21 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
         state = full_state_dict(engine)
         dist.on_main(lambda: _save_model(state, model_dir, run_dir), what="pretrain.save_model")
     if stop_at == end:
-        if hooks.on_done is not None:
-            hooks.on_done(engine)
+        _complete(engine, config, hooks)
     elif main:
         print(f"stopped after step {stop_at} of {end}; rerun the same command to continue", flush=True)
     if not keep_process_group:
         dist.shutdown()
     return result
+
+
+def _complete(engine, config: PretrainConfig, hooks: RunHooks) -> None:
+    """The run is complete (every rank): the caller's `on_done`, then ``DONE`` unless the caller marks it."""
+    if hooks.on_done is not None:
+        hooks.on_done(engine)
+    if hooks.mark_done:
+        identity = run_digest(config)
+        dist.on_main(lambda: mark_done(Path(config.run_dir), identity), what="pretrain.done")
 
 
 def _val_batches(config: PretrainConfig, data_dir: Path, model_dir: Path) -> list[list]:
@@ -300,7 +309,7 @@ class _Loop:
         if start == 0 and train.val_at_start:
             result = self.validation(0)
         stop_at = end if not train.stop_after_steps else min(end, start + train.stop_after_steps)
-        progress = tqdm(total=end, initial=start, disable=not main, desc="pretrain", dynamic_ncols=True)
+        progress = progress_bar(total=end, initial=start, enabled=main, desc="pretrain")
         self.engine.train()
         with StopRequest() as stop:
             for step in range(start + 1, stop_at + 1):

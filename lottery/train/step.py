@@ -119,6 +119,8 @@ class RunHooks:
     final weights, also when a rerun finds the run already complete (it is restored from the checkpoint).
     ``on_start(engine)``: called on every rank before the first step of a run that starts at step 0.
     ``save_model``: write the final model directory (IMP rounds need only the engine).
+    ``mark_done``: write the run's ``DONE`` (`lottery.run_record`) at its end; a caller that records
+    more in the directory afterwards (theta0's criteria) or keeps its own progress (IMP) marks it itself.
     """
 
     end_step: int | None = None
@@ -126,6 +128,7 @@ class RunHooks:
     on_step: Callable[[object, int], bool] | None = None
     on_done: Callable[[object], None] | None = None
     save_model: bool = True
+    mark_done: bool = True
 
 
 def micro_seed(seed: int, rank: int, micro_step: int) -> int:

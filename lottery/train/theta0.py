@@ -22,12 +22,12 @@ import os
 from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 from pathlib import Path
 
-from lottery import dist
+from lottery import dist, run_record
 from lottery.config import ConfigError, PretrainConfig, SparsityConfig, Theta0Options, digest
-from lottery.files import write_json_atomic, write_text_atomic
+from lottery.files import write_json_atomic
+from lottery.run_record import identity_view
 
 CACHE_ENV = "LOTTERY_THETA0_CACHE"
-DONE = "DONE"
 VERDICT = "verdict.json"
 
 # Sections of a PretrainConfig that say how jobs treat theta0, not what it is. They are left out of the
@@ -73,12 +73,8 @@ def cache_root() -> Path:
 
 def identity(config: PretrainConfig) -> Theta0Identity:
     """What decides the weights: the config without where it runs, how often it logs, or `NOT_IDENTITY`."""
-    cleared = replace(
-        config,
-        run_dir="",
-        train=replace(config.train, stop_after_steps=0, log_every=1, ckpt_every=1, val_every=1),
-        sparsity=SparsityConfig(),
-    )
+    # theta0 is dense: no sparsity setting, not even a placement one, enters its identity
+    cleared = replace(identity_view(config), sparsity=SparsityConfig())
     return Theta0Identity(**{f.name: getattr(cleared, f.name) for f in fields(Theta0Identity)})
 
 
@@ -87,7 +83,7 @@ def theta0_dir(config: PretrainConfig, root: Path | None = None) -> Path:
 
 
 def is_done(directory: Path) -> bool:
-    return (directory / DONE).is_file() and (directory / "model" / "config.json").is_file()
+    return run_record.is_done(directory) and (directory / "model" / "config.json").is_file()
 
 
 def verdict_of(rows: list, directory: Path) -> Theta0Verdict:
@@ -151,11 +147,13 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
     """
     from lottery.evaluation.grounding import evaluate_model_dir
     from lottery.train.pretrain import pretrain
+    from lottery.train.step import RunHooks
 
     dist.init()
     if dist.is_main():
         print(f"theta0: building {directory} (resumes if a previous build was stopped)", flush=True)
-    pretrain(replace(config, run_dir=str(directory), theta0=Theta0Options()), keep_process_group=True)
+    build = replace(config, run_dir=str(directory), theta0=Theta0Options())
+    pretrain(build, keep_process_group=True, hooks=RunHooks(mark_done=False))  # DONE once criteria are in
     dist.barrier()  # rank 0 writes the model after training; every rank must see the same state
     if not (directory / "model" / "config.json").is_file():
         return False
@@ -170,7 +168,7 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
         plot_learning_curves(
             directory / "metrics.jsonl", directory / "curves.png", f"theta0 {directory.name}"
         )
-        write_text_atomic(directory / DONE, digest(identity(config)) + "\n")
+        run_record.mark_done(directory, digest(identity(config)))
     dist.barrier()
     return True
 

@@ -91,7 +91,9 @@ def test_torchrun_resume_after_a_stop_continues_with_the_same_losses_across_a_cu
     resumed = tmp_path / "resumed"
     first = _torchrun(resumed, shapes_dir, mini_model_dir, **{"train.stop_after_steps": 5})
     assert "stopped after step 5 of 12" in first.stdout
+    assert not (resumed / "DONE").exists(), "a run stopped part-way is marked done"
     second = _torchrun(resumed, shapes_dir, mini_model_dir)
+    assert (resumed / "DONE").is_file()
     assert "resumed from the checkpoint at step 5" in second.stdout
     assert "step 8: scenes of" in second.stdout
     _assert_same_losses_after(5, resumed, whole)

@@ -28,6 +28,7 @@ from lottery.models.uniter import (
     tokenizer_files,
 )
 from lottery.models.uniter import load_config as load_model_config
+from lottery.run_record import run_digest
 from lottery.tickets import TicketStore
 from lottery.train.step import RunHooks
 
@@ -141,12 +142,14 @@ def test_metrics_name_the_ticket_trained_even_when_its_alias_moves_during_the_ru
     def move_alias(engine) -> None:  # after the ticket is installed, before the first step
         store.alias("tiny/s50", world["other"])
 
+    cfg = config(world, "moved", ticket="tiny/s50", save_model="false")
     try:
-        _, out = run_finetune(
-            config(world, "moved", ticket="tiny/s50", save_model="false"), RunHooks(on_start=move_alias)
-        )
+        _, out = run_finetune(cfg, RunHooks(on_start=move_alias))
     finally:
         store.alias("tiny/s50", world["first"])
+    # the one run record every job writes: its config first, DONE (the identity digest) last
+    assert load_config(str(out / "config.yaml"), [], cls=FinetuneConfig) == cfg
+    assert (out / "DONE").read_text() == run_digest(cfg) + "\n"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ticket_meta"]["id"] == world["first"], (
         "metrics.json names another ticket than the one trained"

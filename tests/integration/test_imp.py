@@ -135,6 +135,7 @@ def test_imp_stopped_on_two_ranks_finishes_on_one_keeping_finished_rounds(
     directory = run_dir(config)
     before = round_ids(directory)
     assert list(before) == ["round_01", "round_02"] and state(directory)["in_flight_world_size"] == 2
+    assert not (directory / "DONE").exists(), "an IMP run stopped mid-round is marked done"
 
     resumed = launch(config, theta0_cache, ranks=1)
     assert "was begun on 2 rank(s), this job has 1" in resumed.stdout
@@ -143,6 +144,8 @@ def test_imp_stopped_on_two_ranks_finishes_on_one_keeping_finished_rounds(
     table = json.loads((directory / "rounds.json").read_text())
     assert [row["round"] for row in table["rounds"]] == [0, 1, 2]
     assert all(line.endswith("= 0") for line in rewind_lines(resumed.stdout))
+    # DONE holds the run's identity digest, whose first 12 digits name the directory
+    assert (directory / "DONE").read_text().startswith(directory.name.split("-", 1)[1])
 
 
 def test_the_three_methods_cut_exact_equal_sparsities_and_random_differs(
