@@ -74,9 +74,15 @@ def _theta0(args: argparse.Namespace) -> None:
 
 def _imp(args: argparse.Namespace) -> None:
     from lottery.config import ImpConfig, load_config
-    from lottery.imp.run import imp
+    from lottery.imp.run import check_config, imp
+    from lottery.imp.state import planned_run_dir
 
-    imp(load_config(args.config, args.overrides, cls=ImpConfig))
+    config = load_config(args.config, args.overrides, cls=ImpConfig)
+    if args.print_run_dir:
+        check_config(config)
+        print(planned_run_dir(config))
+        return
+    imp(config)
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -91,12 +97,17 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from lottery.train.sweep import parse_part, sweep, sweep_configs
+    from lottery.train.sweep import array_part, parse_part, sweep, sweep_configs
 
     overrides = (["save_model=false"] if args.no_save else []) + args.overrides
     adversarial = (False, True) if args.adversarial else (False,)
     configs = sweep_configs(args.tasks, args.tickets, args.inits, adversarial, args.config, overrides)
-    sweep(configs, parse_part(args.part))
+    if args.list_missing:
+        from lottery.train.sweep import missing_jobs
+
+        print(",".join(str(i) for i in missing_jobs(configs)))
+        return
+    sweep(configs, parse_part(args.part or array_part()))
 
 
 def _pipeline(args: argparse.Namespace) -> None:
@@ -214,6 +225,11 @@ def _add_training_commands(commands) -> None:
     )
     imp.add_argument("--config", default="imp-uniter-mini", help="shipped config name or YAML path")
     imp.add_argument(
+        "--print-run-dir",
+        action="store_true",
+        help="print the run directory the config names (it holds DONE once finished), run nothing",
+    )
+    imp.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. imp.method=random train.steps=50"
     )
     imp.set_defaults(func=_imp)
@@ -262,7 +278,15 @@ def _add_finetune_commands(commands) -> None:
     )
     grid.add_argument("--no-save", action="store_true", help="do not write the fine-tuned models")
     grid.add_argument(
-        "--part", default="0/1", help="I/N: run every N-th job from the I-th (parallel workers, job arrays)"
+        "--part",
+        default="",
+        help="I/N: run every N-th job from the I-th (parallel workers; in a SLURM job array the default "
+        "is the array task's share); default: all",
+    )
+    grid.add_argument(
+        "--list-missing",
+        action="store_true",
+        help="print the grid positions of the jobs not done (comma-separated: an sbatch --array list)",
     )
     grid.add_argument(
         "--config", default=None, help="a finetune YAML (default: the task's shipped finetune-<task>.yaml)"

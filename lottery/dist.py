@@ -45,6 +45,11 @@ class LaunchEnv:
     launcher: str
 
 
+# `<pid>:<launcher>`, exported with RANK & co: a second init() in the same process (an IMP round after
+# theta0) must still say srun, not take the variables it exported itself for torchrun's
+LAUNCHER_VAR = "LOTTERY_LAUNCHED_BY"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -78,7 +83,10 @@ def read_launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
     """Which launcher started this process, and this process's place in the job."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        if "CROSS_RANK" in env:
+        ours = env.get(LAUNCHER_VAR, "").split(":", 1)
+        if len(ours) == 2 and ours[0] == str(os.getpid()):
+            launcher = ours[1]  # the variables are our own export (init ran before in this process)
+        elif "CROSS_RANK" in env:
             launcher = "deepspeed"
         elif any(key.startswith("ACCELERATE_") for key in env):
             launcher = "accelerate"
@@ -144,6 +152,7 @@ def exported_env(launch: LaunchEnv, device: int | None) -> dict[str, str]:
     cannot see. :class:`LaunchEnv` keeps the rank on the node.
     """
     return {
+        LAUNCHER_VAR: f"{os.getpid()}:{launch.launcher}",
         "RANK": str(launch.rank),
         "LOCAL_RANK": str(launch.local_rank if device is None else device),
         "WORLD_SIZE": str(launch.world_size),

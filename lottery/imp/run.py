@@ -25,6 +25,7 @@ every rank at once instead of leaving the others in the next collective. The sit
 each, and the name ``LOTTERY_RAISE`` takes to inject a failure there):
 
 - ``imp.config``: the run directory and its config.yaml;
+- ``imp.aliases``: what the aliases ``imp.publish`` names held when the job began;
 - ``imp.state``: reading state.json, whose content every rank then acts on;
 - ``imp.cleanup``: removing the checkpoints a finished round left behind;
 - ``imp.world_size``: recording the round in flight, and restarting it on a new world size;
@@ -34,7 +35,8 @@ each, and the name ``LOTTERY_RAISE`` takes to inject a failure there):
 - ``imp.prune``: putting the new masks in the run's store, and the round's round.json;
 - ``imp.finish``: marking the round done and removing its checkpoints;
 - ``imp.report``: the per-round table (rounds.json);
-- ``imp.publish``: publishing the tickets ``imp.publish`` asks for.
+- ``imp.publish``: publishing the tickets ``imp.publish`` asks for;
+- ``imp.done``: the run's ``DONE`` (`lottery.run_record`), once every round, the table and the tickets are in.
 """
 
 from __future__ import annotations
@@ -53,20 +55,16 @@ from lottery.config import (
     ImpConfig,
     PretrainConfig,
     SparsityConfig,
+    digest,
     load_config,
-    to_yaml,
 )
 from lottery.data.examples import TASK_NAMES
 from lottery.faults import fault_point
-from lottery.files import write_json_atomic, write_text_atomic
+from lottery.files import write_json_atomic
 from lottery.imp.early_bird import EarlyBird, prune_engine
-from lottery.imp.rewind import (
-    check_rewind,
-    remove_rewind_point,
-    require_rewind_point,
-    save_rewind_point,
-)
-from lottery.imp.state import ImpState, round_alias, run_dir_for
+from lottery.imp.rewind import check_rewind, remove_rewind_point, require_rewind_point, save_rewind_point
+from lottery.imp.state import ImpState, round_alias, run_dir_for, run_identity
+from lottery.run_record import mark_done, write_record
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
 from lottery.tickets import TicketMeta, TicketStore
@@ -218,9 +216,7 @@ class ImpRun:
 
     def _write_config(self) -> None:
         """The resolved config beside the run (rank 0), whole: a reader never sees half of it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        text = to_yaml(self.config) + f"# theta0: {self.theta0_digest}\n"
-        write_text_atomic(self.directory / "config.yaml", text)
+        write_record(self.directory, self.config, note=f"theta0: {self.theta0_digest}")
 
     def _state(self) -> ImpState:
         """The state as rank 0 reads it, on every rank (collective): all ranks take the same decisions."""
@@ -307,7 +303,8 @@ class ImpRun:
         def on_start(engine) -> None:
             self._check_rewind(engine, index)
 
-        return RunHooks(end_step=stop, on_start=on_start, on_step=on_step, on_done=on_done, save_model=False)
+        callbacks = {"on_start": on_start, "on_step": on_step, "on_done": on_done}
+        return RunHooks(end_step=stop, **callbacks, save_model=False, mark_done=False)
 
     def _record_early_stop(self, index: int, step: int) -> None:
         state = ImpState.load(self.directory, self.theta0_digest)
@@ -364,8 +361,6 @@ class ImpRun:
 
 def prepare(config: ImpConfig) -> ImpRun:
     """Check the config, build or reuse theta0 (collective), and find the run directory."""
-    from lottery.config import digest
-
     check_config(config)
     theta0_config = load_config(config.theta0, list(config.theta0_overrides))
     theta0_model = ensure_theta0(theta0_config)
@@ -379,19 +374,24 @@ def imp(config: ImpConfig) -> Path:
     """Run (or continue) an IMP run to its end, publish what the config asks; returns the run directory."""
     from lottery.imp.report import report
     from lottery.run_lock import holding
-    from lottery.tickets.publish import publish_all
+    from lottery.tickets.publish import aliases_now, publish_all
 
     dist.init()
     run = prepare(config)
     settings, steps = config.imp, config.train.steps
     with holding(run.directory):
+        # what the aliases held before this job's rounds: a job publishing one meanwhile keeps it
+        seen = dist.on_main(lambda: aliases_now(settings.publish, settings.store or None), what="imp.aliases")
         run.run()
         dist.on_main(
             lambda: report(run.directory, run.theta0_model.parent, settings.objective, steps),
             what="imp.report",
         )
         dist.on_main(
-            lambda: publish_all(run.directory, settings.publish, settings.store or None), what="imp.publish"
+            lambda: publish_all(run.directory, settings.publish, settings.store or None, seen),
+            what="imp.publish",
         )
+        identity = run_identity(config, run.theta0_digest)
+        dist.on_main(lambda: mark_done(run.directory, identity), what="imp.done")
     dist.shutdown()
     return run.directory

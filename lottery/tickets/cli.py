@@ -58,6 +58,21 @@ def _cmd_list(args: argparse.Namespace) -> None:
     list_tickets(_store(args))
 
 
+def _cmd_resolve(args: argparse.Namespace) -> None:
+    """One full id per ref, in order (``dense`` stays ``dense``): a job plan fixed before the jobs run.
+
+    ``--out`` writes them to a file, whole or not at all: a plan other jobs read must never be half
+    there, nor hold a library's log line that reached stdout.
+    """
+    from lottery.files import write_text_atomic
+
+    store = _store(args)
+    text = "\n".join(ref if ref == "dense" else store.resolve(ref) for ref in args.refs) + "\n"
+    if args.out:
+        write_text_atomic(Path(args.out), text)
+    print(text, end="")
+
+
 def _cmd_verify(args: argparse.Namespace) -> None:
     from lottery.tickets import TicketError
 
@@ -140,6 +155,10 @@ def add_ticket_commands(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("ref", help="ticket id, unique id prefix or alias")
 
     command("list", _cmd_list, "every ticket of the store")
+
+    resolve = command("resolve", _cmd_resolve, "print the full id of each ref, one per line (job planning)")
+    resolve.add_argument("refs", nargs="+", help="ticket ids, unique id prefixes or aliases; dense passes")
+    resolve.add_argument("--out", default=None, help="also write the ids to this file (atomically)")
 
     verify = command(
         "verify", _cmd_verify, "check a ticket's hash, format and fit to a model (exit 1 if not)"

@@ -6,11 +6,14 @@ Layout (a local disk or a shared file system)::
     refs/<alias path, e.g. uniter-mini/pretrain/s60>   one line: the id the alias points to
     tmp/                                       files being written; leftovers of killed writers are safe to delete
     log.jsonl                                  one JSON line per object or alias written: when, host, user, command
+    alias.lock                                 held (POSIX lock, works on NFS) while an alias is read and moved
 
 Every file is written to `tmp/` (same file system), fsynced and moved into place with `os.replace`
 (lottery.files.write_bytes_atomic), so a reader sees either the old file or the complete new one,
 even when the writer is killed: `objects/` and `refs/` only ever hold complete files. Time and
 host go to the log only, never into a ticket, so an object's id depends on its masks and metadata alone.
+
+Several jobs may publish into one shared store at once: see `lottery.tickets.alias_lock`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import safetensors
 
 from lottery.files import write_bytes_atomic
 from lottery.sparsity.maskset import MaskSet
+from lottery.tickets.alias_lock import ANY, AliasTaken, alias_lock, last_writer
 from lottery.tickets.format import (
     Ticket,
     TicketError,
@@ -173,8 +177,13 @@ class TicketStore:
             self.alias(alias, new_id, command=command)
         return new_id
 
-    def alias(self, name: str, ref: str, *, command: str | None = None) -> str:
-        """Point alias `name` at the ticket `ref` (id, prefix or alias), atomically; returns the id."""
+    def alias(self, name: str, ref: str, *, command: str | None = None, expect: object = ANY) -> str:
+        """Point alias `name` at the ticket `ref` (id, prefix or alias), atomically; returns the id.
+
+        `expect`: the id the alias pointed at when the caller's job began (None: no such alias). If
+        another writer has moved it since (to another ticket than ours), it is left to them and
+        `AliasTaken` says so.
+        """
         check_alias(name)
         target = self.resolve(ref)
         path = self.refs_dir / name
@@ -185,9 +194,18 @@ class TicketStore:
                 raise TicketError(
                     f"alias {name!r}: {parent.as_posix()!r} is already an alias, so it cannot also be a folder"
                 )
-        write_bytes_atomic(path, f"{target}\n".encode(), tmp_dir=self.tmp_dir, fault=BEFORE_RENAME)
-        self._log({"event": "alias", "alias": name, "id": target}, command)
+        with alias_lock(self.root):
+            current = path.read_text().strip() if path.is_file() else None
+            if expect is not ANY and current not in (expect, target):
+                raise AliasTaken(name, current or "", last_writer(self.log_path, name), target)
+            write_bytes_atomic(path, f"{target}\n".encode(), tmp_dir=self.tmp_dir, fault=BEFORE_RENAME)
+            self._log({"event": "alias", "alias": name, "id": target, "previous": current}, command)
         return target
+
+    def current(self, name: str) -> str | None:
+        """The id alias `name` holds now, None if there is no such alias (not checked: `resolve` does)."""
+        path = self.refs_dir / name
+        return path.read_text().strip() if path.is_file() else None
 
     def aliases(self) -> dict[str, str]:
         """alias -> the text of its ref file (an id), sorted by alias."""

@@ -65,3 +65,13 @@ def test_a_nan_score_on_rank_1_only_raises_on_both_ranks(tmp_path, deepspeed_ops
     ranks = torchrun_logs(logs)
     _assert_every_rank_stopped_with(outcome, ranks, "1 NaN or negative score(s) on rank 1, first in piece 0")
     assert all(f"rank {r} raised" in text for r, text in enumerate(ranks)), ranks
+
+
+def test_a_sweep_whose_alias_no_store_holds_stops_both_ranks_naming_it(tmp_path, deepspeed_ops):
+    """The sweep's tickets are resolved by rank 0 alone (`sweep.resolve_tickets`), before any model."""
+    logs = tmp_path / "logs"
+    cmd = torchrun() + torchrun_logged(logs) + ["-m", "lottery", "sweep", "--tasks", "vqa"]
+    cmd += ["--tickets", "dense", "x/missing", f"store={tmp_path / 'store'}", f"runs_dir={tmp_path / 'runs'}"]
+    outcome, ranks = run_group(cmd, TIMEOUT_S, {}), torchrun_logs(logs)
+    _assert_every_rank_stopped_with(outcome, ranks, "no ticket 'x/missing'")
+    assert not (tmp_path / "runs").exists(), "a job started before the grid's tickets were resolved"

@@ -14,14 +14,18 @@ finished jobs for MinJobAge=3600 s) and falls back to the job completion log (jo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_UP = REPO / "slurm" / "dev" / "cluster-up.sh"
@@ -100,12 +104,18 @@ class SlurmCluster:
         self._scripts = 0
 
     def command(
-        self, argv: Sequence[str], *, timeout: float = 60, check: bool = True, cwd: Path | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60,
+        check: bool = True,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a SLURM client command against this cluster; a failure shows its stderr."""
+        """Run a SLURM client command against this cluster (with `env` added); a failure shows its stderr."""
         result = subprocess.run(
             list(argv),
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=cwd or self.workdir,
             capture_output=True,
             text=True,
@@ -121,14 +131,22 @@ class SlurmCluster:
     def scontrol(self, *args: str, check: bool = True) -> str:
         return self.command(["scontrol", *args], check=check).stdout
 
-    def submit(self, script: str | Path, *sbatch_args: str, cwd: Path | None = None) -> int:
-        """sbatch a script (a path to one, or its text) with extra sbatch arguments; returns the job id."""
+    def submit(
+        self,
+        script: str | Path,
+        *sbatch_args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> int:
+        """sbatch a script (a path to one, or its text) with extra sbatch arguments; returns the job id.
+
+        sbatch exports the submitting environment to the job, so `env` reaches the script's variables."""
         if isinstance(script, str) and ("\n" in script or not Path(script).is_file()):
             self._scripts += 1
             path = self.workdir / f"job-{self._scripts}.sbatch"
             path.write_text(script)
             script = path
-        out = self.command(["sbatch", "--parsable", *sbatch_args, str(script)], cwd=cwd).stdout
+        out = self.command(["sbatch", "--parsable", *sbatch_args, str(script)], cwd=cwd, env=env).stdout
         return int(out.strip().split(";")[0])
 
     def job(self, job_id: int) -> dict[str, str] | None:
@@ -220,3 +238,134 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         _cluster_script(str(CLUSTER_DOWN))
     elif "up" not in current or current["up"].nodes != found:
         _cluster_script(str(CLUSTER_UP), "--nodes", str(found))
+
+
+# -- a small IMP the job scripts run (tests/slurm/test_imp_sbatch.py, test_universal.py) --------------
+
+
+def _shared_conftest():
+    """tests/conftest.py as a module: `import conftest` here may find this file (pytest imports both
+    under that name), so it is loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tests_shared_conftest", REPO / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def job_theta0_overrides(shapes_dir: Path, model_dir: Path) -> list[str]:
+    """theta0 of the jobs: the 4-step one of the other tiers, on the data settings `shapes_dir` was
+    built with (a job asking for other ones is refused)."""
+    theta0_overrides = _shared_conftest().theta0_overrides
+    built = json.loads((shapes_dir / "meta.json").read_text())["config"]
+    keys = ("seed", "train_samples", "val_samples", "samples_per_shard", "feat_dim")
+    keys += ("min_objects", "max_objects", "mentions_per_caption")
+    return theta0_overrides(shapes_dir, model_dir) + [f"data.{k}={built[k]}" for k in keys if k in built]
+
+
+@pytest.fixture(scope="session")
+def imp_config(tmp_path_factory, shapes_dir, mini_model_dir) -> Path:
+    """Two rounds (dense, then 30%, published as slurm/s30) of 6 steps: long enough to be signalled in."""
+    path = tmp_path_factory.mktemp("imp-config") / "imp.yaml"
+    config = {
+        "theta0_overrides": job_theta0_overrides(shapes_dir, mini_model_dir),
+        "optim": {"lr": 1e-4, "warmup_steps": 1},
+        "train": {
+            "steps": 6,
+            "batch_size": 8,
+            "zero_stage": 2,
+            "val_every": 6,
+            "val_batches": 2,
+            "ckpt_every": 100,
+            "log_every": 1,
+        },
+        "imp": {"schedule": [0.3], "publish": {0.3: "slurm/s30"}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def slurm_theta0_cache(tmp_path_factory) -> Path:
+    """The theta0 cache every job of the session shares: the first job builds it."""
+    return tmp_path_factory.mktemp("slurm-theta0")
+
+
+# -- slurm/universal.sh, run once for the session ------------------------------------------------------
+
+LOTTERY = str(Path(sys.executable).with_name("lottery"))
+CPU_JOB = "--gpus-per-node=0 --cpus-per-task=1 --time=20"  # the dev nodes: 2 CPUs, no GPU
+FINETUNE_STEPS = (
+    "train.steps=2",
+    "train.batch_size=4",
+    "train.val_every=0",
+    "data.train_examples=32",
+    "data.train_images=0",
+    "data.val_examples=8",
+)
+
+
+def finetune_overrides(imp_config: Path) -> list[str]:
+    """The IMP's theta0 (the same overrides, so the same cached theta0) and a 2-step fine-tune, as
+    space-free words: universal.sh takes FINETUNE_OVERRIDES as a word list."""
+    theta0 = yaml.safe_load(imp_config.read_text())["theta0_overrides"]
+    assert not any(" " in item for item in theta0), theta0
+    return ["theta0_overrides=[" + ",".join(f"'{item}'" for item in theta0) + "]", *FINETUNE_STEPS]
+
+
+def universal(cluster: SlurmCluster, root: Path, imp_config: Path, theta0: Path, *args: str) -> str:
+    """Run slurm/universal.sh (IMP on the two nodes, one task each; vqa x {dense, slurm/s30}); its stdout."""
+    env = {
+        **cluster.env,
+        "LOTTERY": LOTTERY,
+        "IMP_CONFIG": str(imp_config),
+        "RUNS_DIR_IMP": str(root / "imp"),
+        "RUNS_DIR_FINETUNE": str(root / "finetune"),
+        "REPORT_DIR": str(root / "report"),
+        "PLAN_DIR": str(root / "plan"),
+        "LOTTERY_THETA0_CACHE": str(theta0),
+        "LOTTERY_TICKET_STORE": str(root / "tickets"),
+        "ALIASES": "slurm/s30",
+        "TASKS": "vqa",
+        "OMP_NUM_THREADS": "1",
+        "FINETUNE_OVERRIDES": " ".join(finetune_overrides(imp_config)),
+        "IMP_SBATCH": f"--nodes=2 --ntasks-per-node=1 {CPU_JOB} --output={root}/imp-%j.out",
+        "FINETUNE_SBATCH": f"{CPU_JOB} --output={root}/finetune-%A_%a.out",
+        "REPORT_SBATCH": f"--cpus-per-task=1 --time=20 --output={root}/report-%j.out",
+    }
+    script = REPO / "slurm" / "universal.sh"
+    result = subprocess.run(
+        ["bash", str(script), *args], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@dataclass
+class Chain:
+    """One run of universal.sh to its end: its directory, what it printed, the job ids it named."""
+
+    root: Path
+    out: str
+    jobs: dict[str, int]
+    again: Callable[..., str]  # universal.sh again on the same directory, with these arguments
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.name}\n{p.read_text()}" for p in sorted(self.root.glob("*.out")))
+
+
+@pytest.fixture(scope="session")
+def universal_chain(slurm_cluster, tmp_path_factory, imp_config, slurm_theta0_cache) -> Chain:
+    """The whole chain, waited for to the report. Its IMP job, never signalled, on two nodes, is also
+    the reference the signalled IMP jobs must match (tests/slurm/test_imp_sbatch.py)."""
+    cluster = slurm_cluster(nodes=2)
+    root = tmp_path_factory.mktemp("universal")
+    out = universal(cluster, root, imp_config, slurm_theta0_cache)
+    jobs = {k: int(v) for k, v in re.findall(r"^(imp|plan|finetune|report): (?:array )?job (\d+)", out, re.M)}
+    chain = Chain(
+        root, out, jobs, lambda *args: universal(cluster, root, imp_config, slurm_theta0_cache, *args)
+    )
+    assert set(jobs) == {"imp", "plan", "finetune", "report"}, out
+    assert cluster.wait(jobs["report"], timeout=1500) == "COMPLETED", out + chain.logs()
+    return chain

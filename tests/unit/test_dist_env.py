@@ -1,5 +1,7 @@
 """Each launcher's environment maps onto one LaunchEnv, and each rank onto the GPU it drives."""
 
+import os
+
 import pytest
 import torch
 
@@ -84,6 +86,7 @@ def test_no_visible_gpu_is_refused():
 def test_deepspeed_is_told_the_gpu_ordinal_as_local_rank():
     launch = read_launch_env(SRUN_LOCAL_RANK_1)
     assert exported_env(launch, 0) == {
+        "LOTTERY_LAUNCHED_BY": f"{os.getpid()}:srun",
         "RANK": "5",
         "LOCAL_RANK": "0",
         "WORLD_SIZE": "8",
@@ -91,6 +94,15 @@ def test_deepspeed_is_told_the_gpu_ordinal_as_local_rank():
         "MASTER_ADDR": "node-001",
         "MASTER_PORT": str(20000 + 1234 % 20000),
     }
+
+
+def test_a_second_read_in_the_same_process_still_names_the_launcher_that_started_it():
+    """Our own RANK/WORLD_SIZE exports must not make an srun task call itself a torchrun one."""
+    launch = read_launch_env(SRUN_LOCAL_RANK_1)
+    again = read_launch_env({**SRUN_LOCAL_RANK_1, **exported_env(launch, None)})
+    assert again == launch
+    child = {**SRUN_LOCAL_RANK_1, **exported_env(launch, None), "LOTTERY_LAUNCHED_BY": "1:srun"}
+    assert read_launch_env(child).launcher == "torchrun"  # another process's mark is not ours
 
 
 def test_without_a_gpu_local_rank_stays_the_rank_on_the_node():

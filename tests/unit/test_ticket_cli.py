@@ -385,3 +385,19 @@ def test_tables_fall_back_to_plain_aligned_text_without_rich(capsys, monkeypatch
         "a.weight            60.00%",
         "longer.name.weight  5.00%",
     ]
+
+
+def test_resolve_prints_full_ids_in_order_and_a_missing_alias_is_one_line_naming_it(
+    capsys, tmp_path, model_dir
+) -> None:
+    """What slurm/universal.sh plans a fine-tuning array with: ids, not aliases that may move."""
+    first = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6", "--alias", "t/s60")
+    plan = tmp_path / "plan" / "tickets.txt"
+    plan.parent.mkdir()
+    code, out, _ = run(
+        capsys, "resolve", "--store", str(tmp_path), "--out", str(plan), "dense", "t/s60", first[:8]
+    )
+    assert code == 0 and out.split() == ["dense", first, first] == plan.read_text().split()
+    code, out, err = run(capsys, "resolve", "--store", str(tmp_path), "--out", str(plan), "t/s60", "t/s70")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "'t/s70'" in err
+    assert plan.read_text().split() == ["dense", first, first], "a failed plan replaced the last good one"
