@@ -151,8 +151,9 @@ def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks
     hooks = hooks or RunHooks()
     # the alias is resolved once, here: an alias moved while this job runs must not change what it trained
     ticket = resolve_ticket(config)
-    dist.on_main(lambda: write_record(out, config), what="finetune.config_yaml")
     run = _setup(config, ticket, out, launch.world_size)
+    # recorded once the job is accepted: a refused theta0 or ticket leaves no run directory behind
+    dist.on_main(lambda: write_record(out, config), what="finetune.config_yaml")
     if hooks.on_start is not None:
         hooks.on_start(run.engine)
     began = time.perf_counter()
