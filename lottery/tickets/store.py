@@ -195,7 +195,7 @@ class TicketStore:
                     f"alias {name!r}: {parent.as_posix()!r} is already an alias, so it cannot also be a folder"
                 )
         with alias_lock(self.root):
-            current = path.read_text().strip() if path.is_file() else None
+            current = self.current(name)
             if expect is not ANY and current not in (expect, target):
                 raise AliasTaken(name, current or "", last_writer(self.log_path, name), target)
             write_bytes_atomic(path, f"{target}\n".encode(), tmp_dir=self.tmp_dir, fault=BEFORE_RENAME)
