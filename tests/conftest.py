@@ -6,6 +6,7 @@ as subprocesses, on small data, so each run takes tens of seconds on two CPU cor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,12 +83,31 @@ def torchrun(nproc: int = 2) -> list[str]:
     ]
 
 
+def kill_job(launcher_pid: int) -> None:
+    """SIGKILL a launcher and every process under it, as a node that dies takes its whole job.
+
+    Killing the launcher's process group is not enough: torchrun starts each rank in a session of its
+    own, so its ranks outlive a `killpg` of the launcher and go on writing the run directory.
+    """
+    import psutil
+
+    try:
+        launcher = psutil.Process(launcher_pid)
+        family = [launcher, *launcher.children(recursive=True)]  # listed before any dies and is reparented
+    except psutil.NoSuchProcess:
+        return
+    for proc in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(family, timeout=30)
+
+
 def run(cmd: list[str], timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run a launcher command from the repo root; on failure (if `check`) show its output, which names the cause."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("OMP_NUM_THREADS", None)
-    # its own session, so a timeout kills the launcher's ranks too (they would hold the CPU and ports
+    # its own session, and `kill_job` at a timeout, so the launcher's ranks die too (they would hold the CPU and ports
     # for every later test)
     with subprocess.Popen(
         cmd,
@@ -101,10 +121,10 @@ def run(cmd: list[str], timeout: int = 600, check: bool = True) -> subprocess.Co
         try:
             stdout, stderr = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
+            kill_job(child.pid)
             stdout, stderr = child.communicate()
             raise AssertionError(
-                f"{' '.join(cmd)} timed out after {timeout} s (its process group was killed)\n"
+                f"{' '.join(cmd)} timed out after {timeout} s (it and its ranks were killed)\n"
                 f"{stdout[-4000:]}\n{stderr[-6000:]}"
             ) from None
     proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)

@@ -11,8 +11,11 @@ A theta0 that failed its criteria is still a theta0 (a short budget may be all t
 may use it unremarked: every job that calls `ensure_theta0` prints one line saying so, records
 `theta0_passed: false`, and refuses it outright under `theta0.require_criteria=true`.
 
-Rank 0 alone reads and records the verdict, through ``dist.on_main`` (site ``theta0.verdict``), so
-every rank takes the same decision to refuse it.
+Rank 0 alone reads the cache and decides, through ``dist.on_main``, so every rank takes the same
+branch and a failure on rank 0 reaches every rank at once: whether the theta0 is finished (site
+``theta0.done``), whether the build wrote its model (``theta0.model_written``), its criteria, verdict,
+curves and DONE (``theta0.record``), and the verdict every job reads to warn or refuse
+(``theta0.verdict``).
 """
 
 from __future__ import annotations
@@ -130,8 +133,10 @@ def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int
     """
     if config.sparsity.ticket:
         raise ValueError("theta0 is the dense pre-trained model: run it without sparsity.ticket")
+    dist.init()  # every rank is in the group before rank 0 decides for them
     directory = theta0_dir(config, root)
-    if not is_done(directory) and not _build(config, directory, samples):
+    done = dist.on_main(lambda: is_done(directory), what="theta0.done")
+    if not done and not _build(config, directory, samples):
         return None
     verdict = dist.on_main(lambda: _announce(directory), what="theta0.verdict")
     if not verdict.passed and config.theta0.require_criteria:
@@ -145,32 +150,34 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
     False when the run stopped before its last step. `Theta0Options` are reset for the run itself: how
     jobs treat theta0 must not make its directory look like another run's.
     """
-    from lottery.evaluation.grounding import evaluate_model_dir
     from lottery.train.pretrain import pretrain
     from lottery.train.step import RunHooks
 
-    dist.init()
     if dist.is_main():
         print(f"theta0: building {directory} (resumes if a previous build was stopped)", flush=True)
     build = replace(config, run_dir=str(directory), theta0=Theta0Options())
     pretrain(build, keep_process_group=True, hooks=RunHooks(mark_done=False))  # DONE once criteria are in
-    dist.barrier()  # rank 0 writes the model after training; every rank must see the same state
-    if not (directory / "model" / "config.json").is_file():
+    written = dist.on_main(
+        lambda: (directory / "model" / "config.json").is_file(), what="theta0.model_written"
+    )
+    if not written:
         return False
-    if dist.is_main():
-        metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
-        write_json_atomic(
-            directory / "criteria.json", {"metrics": metrics, "criteria": [asdict(r) for r in rows]}
-        )
-        write_verdict(directory, verdict_of(rows, directory))
-        from lottery.train.curves import plot_learning_curves
-
-        plot_learning_curves(
-            directory / "metrics.jsonl", directory / "curves.png", f"theta0 {directory.name}"
-        )
-        run_record.mark_done(directory, digest(identity(config)))
-    dist.barrier()
+    dist.on_main(lambda: _record(config, directory, samples), what="theta0.record")
     return True
+
+
+def _record(config: PretrainConfig, directory: Path, samples: int) -> None:
+    """Rank 0: the built theta0's criteria, verdict and learning curves, then DONE, written last."""
+    from lottery.evaluation.grounding import evaluate_model_dir
+    from lottery.train.curves import plot_learning_curves
+
+    metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
+    write_json_atomic(
+        directory / "criteria.json", {"metrics": metrics, "criteria": [asdict(r) for r in rows]}
+    )
+    write_verdict(directory, verdict_of(rows, directory))
+    plot_learning_curves(directory / "metrics.jsonl", directory / "curves.png", f"theta0 {directory.name}")
+    run_record.mark_done(directory, digest(identity(config)))
 
 
 def _announce(directory: Path) -> Theta0Verdict:

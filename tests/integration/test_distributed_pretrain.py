@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, free_port, quick_overrides, run, torchrun
+from conftest import BIN, REPO, free_port, kill_job, quick_overrides, run, torchrun
 
 from lottery.train.metrics import read_metrics
 
@@ -156,7 +156,7 @@ def test_a_sigusr1_to_one_rank_stops_every_rank_at_one_step_checkpointed_and_the
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_job(proc.pid)
     assert proc.returncode != 0, out[-3000:]
     stops = sorted(set(re.findall(r"stopped after step (\d+) on SIGUSR1", out)))
     assert len(stops) == 1, out[-3000:]  # both ranks name the same step

@@ -75,3 +75,17 @@ def test_a_sweep_whose_alias_no_store_holds_stops_both_ranks_naming_it(tmp_path,
     outcome, ranks = run_group(cmd, TIMEOUT_S, {}), torchrun_logs(logs)
     _assert_every_rank_stopped_with(outcome, ranks, "no ticket 'x/missing'")
     assert not (tmp_path / "runs").exists(), "a job started before the grid's tickets were resolved"
+
+
+def test_a_rank0_failure_recording_a_theta0_stops_both_ranks_and_leaves_it_unfinished(
+    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops
+):
+    """theta0's criteria are evaluated by rank 0 alone (`theta0.record`) while rank 1 waits for the verdict."""
+    logs, cache = tmp_path / "logs", tmp_path / "cache"
+    cmd = torchrun() + torchrun_logged(logs) + ["-m", "lottery", "theta0"]
+    cmd += quick_overrides(tmp_path / "run", shapes_dir, mini_model_dir, **TINY_RUN)
+    env = {"LOTTERY_RAISE": "theta0.record", "LOTTERY_THETA0_CACHE": str(cache)}
+    outcome, ranks = run_group(cmd, TIMEOUT_S, env), torchrun_logs(logs)
+    _assert_every_rank_stopped_with(outcome, ranks, "InjectedFault: injected fault at theta0.record")
+    (built,) = cache.iterdir()
+    assert (built / "model").is_dir() and not (built / "DONE").exists()

@@ -32,6 +32,7 @@ MODULES = {
     "lottery.imp.early_bird": {"early_bird.alias", "early_bird.record"},
     "lottery.run_lock": {"run_lock"},
     "lottery.train.assets": {"assets.shapes_world", "assets.model"},
+    "lottery.train.theta0": {"theta0.done", "theta0.model_written", "theta0.record", "theta0.verdict"},
 }
 
 

@@ -7,13 +7,12 @@ failure mode is a hang needs the launcher's whole process group gone when its ti
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import BIN, REPO
+from conftest import BIN, REPO, kill_job
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class Outcome:
 
 
 def run_group(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Outcome:
-    """Run `cmd` from the repo root in a new session; SIGKILL the whole session at `timeout`."""
+    """Run `cmd` from the repo root in a new session; SIGKILL it and its ranks at `timeout`."""
     full_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
     full_env.update(env or {})
@@ -43,7 +42,7 @@ def run_group(cmd: list[str], timeout: float, env: dict[str, str] | None = None)
         out, err = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_job(proc.pid)
         out, err = proc.communicate()
         code = None
     return Outcome(code, time.monotonic() - began, out, err)
