@@ -13,8 +13,10 @@ from typing import Any
 
 # the loader lives in its own module; its names are part of this module's interface
 from lottery.config_loader import (  # noqa: F401
+    ADDED,
     CONFIG_DIR,
     ConfigError,
+    canonical_tree,
     config_path,
     digest,
     parse_override,
@@ -40,6 +42,11 @@ def placement(default: Any = MISSING, *, factory: Any = MISSING, neutral: Any = 
     if factory is not MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def added_later(default: Any) -> Field:
+    """An option added after runs were first named: at `default`, digests leave it out (``ADDED``)."""
+    return field(default=default, metadata={ADDED: default})
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,16 @@ class TasksConfig:
     mix: dict[str, float] = field(default_factory=lambda: {"itm": 2.0, "mlm": 2.0, "mrfr": 1.0, "mrckl": 1.0})
     mask_prob: float = 0.15
     itm_neg_prob: float = 0.5
+    # Of the mismatched ITM pairs, the share made by reversing the caption's relation word (left <->
+    # right, above <-> below) beside its own image instead of pairing it with another image: a
+    # negative that only relations tell apart (0: UNITER's random images only).
+    itm_relation_neg_prob: float = added_later(0.0)
     wra_weight: float = 0.1  # word-region alignment (optimal transport) added to ITM, as in UNITER
+
+    def __post_init__(self) -> None:
+        for name in ("mask_prob", "itm_neg_prob", "itm_relation_neg_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"tasks.{name} must be within [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,32 @@ def to_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
+# Field metadata key: the field came after runs were first named; at this value (its default) it is
+# left out of digests, so adding an option never moves the run directories, theta0s and ticket ids
+# of the configs that do not use it.
+ADDED = "added_later"
+
+
+def canonical_tree(config: Any) -> dict[str, Any]:
+    """`to_dict` of a config, less each ``ADDED`` field that holds its default: what digests hash."""
+    tree = to_dict(config)
+    _drop_added_defaults(config, tree)
+    return tree
+
+
+def _drop_added_defaults(config: Any, tree: dict[str, Any]) -> None:
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        if ADDED in spec.metadata and value == spec.metadata[ADDED]:
+            del tree[spec.name]
+        elif dataclasses.is_dataclass(value):
+            _drop_added_defaults(value, tree[spec.name])
+        elif isinstance(value, (list, tuple)):
+            for item, subtree in zip(value, tree[spec.name], strict=True):
+                if dataclasses.is_dataclass(item):
+                    _drop_added_defaults(item, subtree)
+
+
 def digest(config: Any, *, spaced: bool = False) -> str:
     """sha256 (hex) of the canonical JSON of a config (or a dict of plain values): what it describes.
 
@@ -172,7 +198,7 @@ def digest(config: Any, *, spaced: bool = False) -> str:
     named with them, and a ticket records its run directory's name, so IMP keeps that form: the same
     config must keep giving the same directory and the same ticket ids.
     """
-    tree = to_dict(config) if dataclasses.is_dataclass(config) else config
+    tree = canonical_tree(config) if dataclasses.is_dataclass(config) else config
     separators = (", ", ": ") if spaced else (",", ":")
     canonical = json.dumps(tree, sort_keys=True, separators=separators)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -20,6 +20,9 @@ COLOUR_WORDS: tuple[str, ...] = COLOURS
 SHAPE_WORDS: tuple[str, ...] = SHAPES
 # The words that carry a relation ("of" does not): grounded MLM on these scores spatial reasoning.
 RELATION_WORDS: tuple[str, ...] = ("left", "right", "above", "below")
+# Each relation word's opposite: a caption true of its scene, with its relation word replaced, is false
+# of it (its two objects are named uniquely and their centres differ by more than the relation margin).
+OPPOSITE_WORDS: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
 _FUNCTION_WORDS: tuple[str, ...] = ("a", "an", "the", "there", "is", "of")
 # Every word a caption can contain.
 WORDS: frozenset[str] = frozenset(SIZE_WORDS + COLOUR_WORDS + SHAPE_WORDS + RELATION_WORDS + _FUNCTION_WORDS)

@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lottery.config import ImpConfig, digest, load_config, to_dict
+from lottery.config import ImpConfig, canonical_tree, digest, load_config
 from lottery.files import write_json_atomic
 from lottery.run_record import identity_view
 
@@ -38,7 +38,7 @@ def run_identity(config: ImpConfig, theta0_digest: str) -> str:
     placement fields here), so two spellings of one theta0 make one run. The spaced JSON form is the
     one run directories were first named with (see `digest`).
     """
-    return digest({"imp": to_dict(identity_view(config)), "theta0": theta0_digest}, spaced=True)
+    return digest({"imp": canonical_tree(identity_view(config)), "theta0": theta0_digest}, spaced=True)
 
 
 def run_dir_for(config: ImpConfig, theta0_digest: str) -> Path:

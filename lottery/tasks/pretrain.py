@@ -9,7 +9,7 @@ training does not round the loss itself. Each loss also returns summed statistic
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,19 @@ class CollateContext:
     mask_prob: float = 0.15
     itm_neg_prob: float = 0.5
     wra_weight: float = 0.1
+    itm_relation_neg_prob: float = 0.0
+    # token id of a relation word -> its opposite's (`relation_reversals`); needed when the above is > 0
+    reversals: dict[int, int] = field(default_factory=dict)
+
+
+def relation_reversals(tokenizer, opposites: dict[str, str]) -> dict[int, int]:
+    """Token ids of `opposites` (word -> opposite word), each word a single token of `tokenizer`."""
+    words = sorted(set(opposites) | set(opposites.values()))
+    ids = dict(zip(words, tokenizer.convert_tokens_to_ids(words), strict=True))
+    unknown = [word for word, token in ids.items() if token == tokenizer.unk_token_id]
+    if unknown:
+        raise ValueError(f"relation words {unknown} are not single tokens of the tokenizer")
+    return {ids[word]: ids[opposite] for word, opposite in opposites.items()}
 
 
 @dataclass(frozen=True)
@@ -90,15 +103,28 @@ def loss_mlm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
 
 
 def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator) -> Batch:
-    """Half the pairs (by ``itm_neg_prob``) get another example's image: target 0 for those."""
+    """Half the pairs (by ``itm_neg_prob``) are mismatched: target 0 for those.
+
+    A mismatched pair is the caption with another example's image or, for ``itm_relation_neg_prob``
+    of them, the caption with its relation reversed beside its own image (a caption without a
+    relation keeps the other image). The draws for the latter are only made when it is above 0, so a
+    run without it draws the batches it always drew.
+    """
     size = len(examples)
     if size < 2:
         raise ValueError("ITM needs at least 2 examples per batch to draw mismatched images")
     negative = torch.rand(size, generator=generator) < ctx.itm_neg_prob
     shift = torch.randint(1, size, (size,), generator=generator)
     image_of = torch.where(negative, (torch.arange(size) + shift) % size, torch.arange(size))
+    texts = [_ids(ex) for ex in examples]
+    if ctx.itm_relation_neg_prob > 0:
+        reverse = negative & (torch.rand(size, generator=generator) < ctx.itm_relation_neg_prob)
+        for i in reverse.nonzero().flatten().tolist():
+            reversed_text = _reverse_relation(texts[i], ctx.reversals)
+            if reversed_text is not None:
+                texts[i], image_of[i] = reversed_text, i
     batch = pack(
-        [_ids(ex) for ex in examples],
+        texts,
         [examples[j].feat for j in image_of.tolist()],
         [examples[j].box for j in image_of.tolist()],
     )
@@ -107,6 +133,19 @@ def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator)
     batch["num_regions"] = torch.tensor([len(examples[j].feat) for j in image_of.tolist()])
     batch["wra_weight"] = torch.tensor(ctx.wra_weight)
     return batch
+
+
+def _reverse_relation(ids: Tensor, reversals: dict[int, int]) -> Tensor | None:
+    """`ids` with each relation word replaced by its opposite; None when the caption has none."""
+    if not reversals:
+        raise ValueError("tasks.itm_relation_neg_prob > 0 needs the relation words' reversals")
+    hits = [i for i, token in enumerate(ids.tolist()) if token in reversals]
+    if not hits:
+        return None
+    reversed_ids = ids.clone()
+    for i in hits:
+        reversed_ids[i] = reversals[int(ids[i])]
+    return reversed_ids
 
 
 def loss_itm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:

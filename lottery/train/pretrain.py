@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from lottery import dist
 from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict
+from lottery.data.captions import OPPOSITE_WORDS
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
 from lottery.models.uniter.checkpoint import load_tokenizer
 from lottery.progress import progress_bar
@@ -42,7 +43,7 @@ from lottery.run_record import RECORD, identity_view, mark_done, run_digest, wri
 from lottery.sparsity.enforce import MaskEnforcer
 from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
-from lottery.tasks.pretrain import TASKS, CollateContext, summarise
+from lottery.tasks.pretrain import TASKS, CollateContext, relation_reversals, summarise
 from lottery.train.assets import data_meta, ensure_data, ensure_model
 from lottery.train.batches import to_device
 from lottery.train.checkpoint import load_checkpoint, resume_step, save_checkpoint
@@ -160,6 +161,8 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
         config.tasks.mask_prob,
         config.tasks.itm_neg_prob,
         config.tasks.wra_weight,
+        config.tasks.itm_relation_neg_prob,
+        relation_reversals(tokenizer, OPPOSITE_WORDS) if config.tasks.itm_relation_neg_prob else {},
     )
     mixer = TaskMixer(config.tasks.mix, train.seed, set(TASKS))
 

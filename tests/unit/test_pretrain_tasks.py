@@ -97,3 +97,54 @@ def test_itm_loss_adds_the_weighted_word_region_alignment():
     wra = stats["wra_pos_sum"] / stats["wra_pos_count"] - stats["wra_neg_sum"] / stats["wra_neg_count"]
     assert losses[1.0] - losses[0.0] == pytest.approx(wra, abs=1e-5)
     assert losses[0.0] == pytest.approx(stats["itm_loss_sum"] / stats["itm_count"], abs=1e-6)
+
+
+# token ids 10/11 stand for "left"/"right", 12/13 for "above"/"below" in the tiny vocabulary
+REVERSALS = {10: 11, 11: 10, 12: 13, 13: 12}
+
+
+def _relation_examples(count: int) -> list[SimpleNamespace]:
+    """Examples whose captions hold one relation word each (the even ones) or none (the odd ones)."""
+    examples = _examples(count)
+    for i, ex in enumerate(examples):
+        words = [t for t in ex.input_ids[1:-1] if t not in REVERSALS]
+        if i % 2 == 0:
+            words[len(words) // 2] = 10 + i % 4
+        ex.input_ids = [VOCAB.cls_id, *words, VOCAB.sep_id]
+    return examples
+
+
+def test_relation_negatives_reverse_the_relation_beside_the_captions_own_image():
+    examples = _relation_examples(16)
+    ctx = CollateContext(VOCAB, itm_neg_prob=1.0, itm_relation_neg_prob=1.0, reversals=REVERSALS)
+    batch = TASKS["itm"].collate(examples, ctx, torch.Generator().manual_seed(3))
+    assert not batch["itm_targets"].any()  # every pair is mismatched
+    for i, ex in enumerate(examples):
+        text = batch["input_ids"][i, : len(ex.input_ids)].tolist()
+        features = batch["img_feat"][i, : len(ex.feat)]
+        if i % 2 == 0:  # reversed, with its own image
+            assert text == [REVERSALS.get(t, t) for t in ex.input_ids] and text != ex.input_ids
+            assert batch["num_regions"][i] == len(ex.feat) and torch.equal(features, ex.feat)
+        else:  # no relation to reverse: its caption kept, another example's image
+            regions = int(batch["num_regions"][i])
+            assert text == ex.input_ids
+            assert regions != len(ex.feat) or not torch.equal(batch["img_feat"][i, :regions], ex.feat)
+
+
+def test_without_relation_negatives_itm_draws_the_batches_it_always_drew():
+    examples = _relation_examples(8)
+    plain = TASKS["itm"].collate(examples, CollateContext(VOCAB), torch.Generator().manual_seed(5))
+    off = CollateContext(VOCAB, itm_relation_neg_prob=0.0, reversals=REVERSALS)
+    same = TASKS["itm"].collate(examples, off, torch.Generator().manual_seed(5))
+    assert plain.keys() == same.keys()
+    assert all(torch.equal(plain[k], same[k]) for k in plain)
+
+
+def test_relation_reversals_refuse_a_word_the_tokenizer_splits():
+    from lottery.tasks.pretrain import relation_reversals
+
+    tokenizer = SimpleNamespace(
+        unk_token_id=0, convert_tokens_to_ids=lambda words: [5 if w == "left" else 0 for w in words]
+    )
+    with pytest.raises(ValueError, match="not single tokens"):
+        relation_reversals(tokenizer, {"left": "leftwards"})

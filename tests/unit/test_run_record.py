@@ -85,3 +85,20 @@ def test_done_is_the_only_completion_marker_except_for_a_legacy_file(tmp_path):
     assert is_done(tmp_path, legacy=("metrics.json",))
     mark_done(tmp_path, "abc")
     assert is_done(tmp_path) and (tmp_path / DONE).read_text() == "abc\n"
+
+
+def test_an_option_added_later_moves_no_run_that_leaves_it_at_its_default():
+    """The digest of a config is the one it had before the option existed, until the option is used."""
+    import hashlib
+    import json
+
+    from lottery.config import canonical_tree, digest, to_dict
+
+    config = load_config(None, [], cls=PretrainConfig)
+    before = to_dict(config)
+    del before["tasks"]["itm_relation_neg_prob"]  # the tree before the option was added
+    old = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert digest(config) == old and "itm_relation_neg_prob" not in canonical_tree(config)["tasks"]
+    used = load_config(None, ["tasks.itm_relation_neg_prob=0.5"], cls=PretrainConfig)
+    assert digest(used) != old and canonical_tree(used)["tasks"]["itm_relation_neg_prob"] == 0.5
+    assert "itm_relation_neg_prob" in to_dict(config)["tasks"]  # config.yaml still shows it
