@@ -343,3 +343,18 @@ def test_init_from_a_bert_for_pretraining_folder_copies_prefixed_keys_and_the_ml
     assert not any(
         key.startswith(("uniter.embeddings.", "uniter.encoder.", "cls.")) for key in report.initialised
     )
+
+
+def test_the_parts_bert_does_not_give_are_the_same_on_every_build_and_leave_the_callers_rng_alone() -> None:
+    """Two machines building uniter-mini get one model (before: 8 weights drawn from the global RNG)."""
+    torch.manual_seed(123)
+    first, _ = init_from_bert("minilm")
+    after_first = torch.rand(1)
+    torch.manual_seed(456)  # another caller's stream
+    second, _ = init_from_bert("minilm")
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_first)  # building drew nothing from the caller's stream
+    a, b = first.state_dict(), second.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    other, _ = init_from_bert("minilm", seed=1)
+    assert not torch.equal(other.itm_output.weight, first.itm_output.weight)

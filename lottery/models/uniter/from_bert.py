@@ -118,10 +118,13 @@ def init_from_bert(
     img_dim: int = 2048,
     num_region_classes: int = 1601,
     name: str | None = None,
+    seed: int = 0,
 ) -> tuple[UniterForPretraining, InitReport]:
     """A UNITER with the text side of the BERT at `bert_dir` (a folder, or `minilm`).
 
-    `name` defaults to "uniter-mini" for MiniLM and "uniter-<folder name>" otherwise. BERT keys with
+    The parts BERT does not give (image embeddings, heads) are drawn from `seed`, outside the caller's
+    random stream: the same BERT folder gives the same model on every machine, as the theta0 built
+    from it (cached under a digest of the config, not of the weights) must. `name` defaults to "uniter-mini" for MiniLM and "uniter-<folder name>" otherwise. BERT keys with
     or without the `bert.` prefix are accepted; every BERT embedding and encoder weight must be there.
     """
     folder = resolve_bert_dir(bert_dir)
@@ -141,7 +144,9 @@ def init_from_bert(
         else:
             state[key] = tensor
 
-    model = UniterForPretraining(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = UniterForPretraining(config)
     expected = {key: value.shape for key, value in model.state_dict().items() if key not in TIED_WEIGHTS}
     problems = key_problems(state, expected, required=REQUIRED_PREFIXES, noun="keys")
     if problems:
