@@ -42,6 +42,10 @@ class CollateContext:
     # token id of a relation word -> its opposite's (`relation_reversals`); needed when the above is > 0
     reversals: dict[int, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.itm_relation_neg_prob > 0 and not self.reversals:
+            raise ValueError("tasks.itm_relation_neg_prob > 0 needs the relation words' reversals")
+
 
 def relation_reversals(tokenizer, opposites: dict[str, str]) -> dict[int, int]:
     """Token ids of `opposites` (word -> opposite word), each word a single token of `tokenizer`."""
@@ -137,8 +141,6 @@ def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator)
 
 def _reverse_relation(ids: Tensor, reversals: dict[int, int]) -> Tensor | None:
     """`ids` with each relation word replaced by its opposite; None when the caption has none."""
-    if not reversals:
-        raise ValueError("tasks.itm_relation_neg_prob > 0 needs the relation words' reversals")
     hits = [i for i, token in enumerate(ids.tolist()) if token in reversals]
     if not hits:
         return None

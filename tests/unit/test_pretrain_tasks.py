@@ -148,3 +148,8 @@ def test_relation_reversals_refuse_a_word_the_tokenizer_splits():
     )
     with pytest.raises(ValueError, match="not single tokens"):
         relation_reversals(tokenizer, {"left": "leftwards"})
+
+
+def test_relation_negatives_without_reversals_are_refused_when_the_context_is_built():
+    with pytest.raises(ValueError, match="needs the relation words' reversals"):
+        CollateContext(VOCAB, itm_relation_neg_prob=0.5)

@@ -124,7 +124,9 @@ def init_from_bert(
 
     The parts BERT does not give (image embeddings, heads) are drawn from `seed`, outside the caller's
     random stream: the same BERT folder gives the same model on every machine, as the theta0 built
-    from it (cached under a digest of the config, not of the weights) must. `name` defaults to "uniter-mini" for MiniLM and "uniter-<folder name>" otherwise. BERT keys with
+    from it (cached under a digest of the config, not of the weights) must.
+
+    `name` defaults to "uniter-mini" for MiniLM and "uniter-<folder name>" otherwise. BERT keys with
     or without the `bert.` prefix are accepted; every BERT embedding and encoder weight must be there.
     """
     folder = resolve_bert_dir(bert_dir)
