@@ -8,6 +8,7 @@ so a typo on the command line fails at once with the key's name instead of being
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field
 from typing import Any
 
@@ -332,6 +333,26 @@ def load_config(name_or_file: str | None, overrides: list[str] = (), cls: type =
 
 
 BASELINES = ("random", "bert", "shuffled")
+
+
+def check_grid(
+    tasks: Sequence[str],
+    task_overrides: Mapping[str, object],
+    baselines: Sequence[str],
+    ranks: int,
+    workers: int,
+) -> None:
+    """The checks a study of fine-tunes (the pipeline's, `lottery reproduce`'s) needs before it starts."""
+    unknown = [t for t in (*tasks, *task_overrides) if t not in TASK_NAMES]
+    if unknown:
+        raise ConfigError(f"tasks: {', '.join(map(repr, unknown))} not among {', '.join(TASK_NAMES)}")
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise ConfigError(f"baselines: {', '.join(map(repr, bad))} not among {', '.join(BASELINES)}")
+    if ranks < 1 or workers < 0:
+        raise ConfigError(f"ranks must be >= 1 and workers >= 0 (0: one per GPU) (got {ranks}, {workers})")
+
+
 AUTO_WORKERS = 0  # `workers=0`: one fine-tune worker per visible GPU (two on a CPU-only machine)
 
 

@@ -4,11 +4,7 @@ theta0 (built once) -> IMP on the pre-training tasks under DeepSpeed on ``ranks`
 the IMP config publishes (60% / 70% by default) -> every published ticket and the dense model
 fine-tuned on every task -> the report (table printed, CSV and PNGs written).
 
-The fine-tunes run side by side as ``workers`` single-rank processes, each with its share of the cores:
-on CPU ranks, a data-parallel step's gradient all-reduce costs more than a small batch's compute
-(measured: 2 ranks x 8 examples ran 1.45 steps/s, one process with both cores 3.2 steps/s at 16), so
-independent jobs beat one job on many ranks. On a GPU node each worker drives a GPU of its own
-(:func:`finetune_worker_envs`), and ``workers=0`` starts one per visible GPU (:func:`finetune_worker_count`).
+The fine-tunes run side by side as ``workers`` single-rank processes (`lottery.train.workers`).
 On a cluster the same stages are separate commands (``lottery imp`` under srun, ``lottery sweep --part
 I/N`` as a job array, ``lottery report``); this driver is for one machine. Rerunning the command skips what is done: finished IMP rounds, fine-tunes
 with a metrics.json.
@@ -16,57 +12,32 @@ with a metrics.json.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from lottery.config import (
-    AUTO_WORKERS,
-    BASELINES,
     ConfigError,
     FinetuneConfig,
     ImpConfig,
     PipelineConfig,
+    check_grid,
     load_config,
 )
-from lottery.data.examples import TASK_NAMES
 from lottery.train.finetune_configs import task_config
-
-# launcher variables a worker must not inherit: it is a job of its own, not a rank of the driver's job
-_LAUNCH_KEYS = (
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "SLURM_PROCID",
-    "SLURM_NTASKS",
-    "SLURM_LOCALID",
-    "CROSS_RANK",
+from lottery.train.workers import (
+    finetune_worker_count,
+    launch_ranks,
+    prepare_task_inputs,
+    run_finetune_workers,
+    visible_gpu_count,
 )
-
-
-# `workers=0` (AUTO_WORKERS): one fine-tune worker per visible GPU, or CPU_WORKERS side by side on a CPU
-CPU_WORKERS = 2
 
 
 def check_config(config: PipelineConfig) -> None:
-    unknown = [t for t in (*config.tasks, *config.task_overrides) if t not in TASK_NAMES]
-    if unknown:
-        raise ConfigError(f"tasks: {', '.join(map(repr, unknown))} not among {', '.join(TASK_NAMES)}")
-    bad = [b for b in config.baselines if b not in BASELINES]
-    if bad:
-        raise ConfigError(f"baselines: {', '.join(map(repr, bad))} not among {', '.join(BASELINES)}")
-    if config.ranks < 1 or config.workers < 0:
-        raise ConfigError(
-            f"ranks must be >= 1 and workers >= 0 (0: one per GPU) (got {config.ranks}, {config.workers})"
-        )
+    check_grid(config.tasks, config.task_overrides, config.baselines, config.ranks, config.workers)
 
 
 def imp_config(config: PipelineConfig) -> ImpConfig:
@@ -99,17 +70,8 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
 
 
 def _prepare_shared_inputs(config: PipelineConfig, jobs: list[FinetuneConfig]) -> None:
-    """Build what every fine-tune reads (the model directory, each task's dataset) before the workers
-    start: two workers building the same directory at once would collide."""
-    from lottery.data.task_sets import write_task
-    from lottery.train.assets import ensure_data, ensure_model
-
     imp = imp_config(config)
-    theta0 = load_config(imp.theta0, list(imp.theta0_overrides))
-    scenes = ensure_data(theta0.data)
-    ensure_model(theta0.model, scenes)
-    for task, seed in dict.fromkeys((job.task, job.data.seed) for job in jobs):
-        write_task(task, scenes, seed=seed)
+    prepare_task_inputs(load_config(imp.theta0, list(imp.theta0_overrides)), jobs)
 
 
 def _cut_random_baseline(config: PipelineConfig) -> None:
@@ -127,146 +89,9 @@ def _cut_random_baseline(config: PipelineConfig) -> None:
     print(f"pipeline: random baseline {alias}-random -> {ticket[:12]} ({sparsity:.0%})", flush=True)
 
 
-def _worker_env(threads: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The driver's environment for a job of its own: no launcher variables, ``threads`` OpenMP threads."""
-    source = os.environ if environ is None else environ
-    env = {k: v for k, v in source.items() if k not in _LAUNCH_KEYS}
-    env["OMP_NUM_THREADS"] = str(threads)
-    return env
-
-
-def worker_threads(cpus: int | None, processes: int) -> int:
-    """Each of ``processes`` side-by-side processes' share of the cores (at least one thread):
-    oversubscribed threads make every process slower than one thread each."""
-    return max(1, (cpus or 1) // processes)
-
-
-def visible_gpu_ids(environ: Mapping[str, str], gpu_count: int) -> list[str]:
-    """The ``CUDA_VISIBLE_DEVICES`` entries of the ``gpu_count`` GPUs this process sees, in CUDA's order.
-
-    Without ``CUDA_VISIBLE_DEVICES`` they are ``0..gpu_count-1``; with it (a SLURM allocation, a shared
-    box), its own entries (indices, ``GPU-<uuid>`` or ``MIG-<uuid>``), since a child's
-    ``CUDA_VISIBLE_DEVICES`` names physical GPUs, not the driver's renumbered ones. CUDA stops reading
-    the list at its first invalid entry, so only the first ``gpu_count`` count.
-    """
-    listed = environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is None:
-        return [str(index) for index in range(gpu_count)]
-    return [entry.strip() for entry in listed.split(",") if entry.strip()][:gpu_count]
-
-
-def finetune_worker_count(requested: int, gpu_count: int, cuda_visible_devices: str | None = None) -> int:
-    """How many fine-tune workers to start: ``requested``, or with ``workers=0`` one per visible GPU
-    (``CPU_WORKERS`` without a GPU).
-
-    More workers than GPUs is refused rather than shared round-robin: one process per GPU is the rule
-    of every stage (IMP's ``--num_gpus``, :func:`lottery.dist.cuda_device_index`), and two workers on
-    one GPU hold two CUDA contexts and two copies of model and optimizer state, so a fine-tune that
-    fits alone can run out of memory partway through the sweep. Refusing costs nothing: the driver
-    checks before IMP starts, and the fix is one override. ``cuda_visible_devices`` only goes into the
-    message.
-    """
-    if requested == AUTO_WORKERS:
-        return gpu_count or CPU_WORKERS
-    if gpu_count and requested > gpu_count:
-        raise ConfigError(
-            f"workers={requested} but {gpu_count} GPU(s) visible "
-            f"(CUDA_VISIBLE_DEVICES={cuda_visible_devices!r}): each fine-tune worker needs a GPU of its "
-            f"own; set workers={gpu_count} or fewer, or workers=0 for one per GPU"
-        )
-    return requested
-
-
-def finetune_worker_envs(
-    environ: Mapping[str, str], gpu_count: int, workers: int, threads: int
-) -> list[dict[str, str]]:
-    """Each fine-tune worker's environment: a job of its own (:func:`_worker_env`), and on a GPU node
-    ``CUDA_VISIBLE_DEVICES`` = the i-th GPU the driver sees, so worker i drives that GPU as its
-    ``cuda:0`` instead of every worker piling onto the driver's first GPU. Without a GPU, the
-    environment is the driver's, as it always was. ``workers`` <= ``gpu_count`` is
-    :func:`finetune_worker_count`'s to enforce.
-    """
-    base = _worker_env(threads, environ)
-    if not gpu_count:
-        return [dict(base) for _ in range(workers)]
-    gpus = visible_gpu_ids(environ, gpu_count)
-    return [{**base, "CUDA_VISIBLE_DEVICES": gpus[index]} for index in range(workers)]
-
-
-def _visible_gpu_count() -> int:
-    """The GPUs this process sees (0 on a CPU-only build or machine); torch is imported only here."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def _run_imp(config: PipelineConfig) -> None:
-    arguments = [
-        "--num_gpus",
-        str(config.ranks),
-        "--module",
-        "lottery",
-        "imp",
-        "--config",
-        config.imp,
-        *config.imp_overrides,
-    ]
-    print(f"pipeline: IMP on {config.ranks} rank(s): deepspeed {' '.join(arguments)}", flush=True)
-    # the `deepspeed` launcher of this interpreter's environment, whatever PATH says
-    command = [sys.executable, "-m", "deepspeed.launcher.runner", *arguments]
-    threads = worker_threads(os.cpu_count(), config.ranks)
-    if subprocess.run(command, env=_worker_env(threads)).returncode != 0:
-        raise RuntimeError("pipeline: the IMP stage failed (its output is above); rerun to continue it")
-
-
-def _run_finetunes(
-    config: PipelineConfig, argv: list[str], jobs: list[FinetuneConfig], workers: int, gpu_count: int
-) -> list[Path]:
-    """Start the workers, print each job as it finishes, return the run directories."""
-    from lottery.report.collect import PRIMARY
-    from lottery.train.finetune import run_dir_for
-    from lottery.train.sweep import resolve_tickets
-
-    runs = [run_dir_for(job) for job in resolve_tickets(jobs)]
-    logs = Path(config.report_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    threads = worker_threads(os.cpu_count(), workers)
-    envs = finetune_worker_envs(os.environ, gpu_count, workers, threads)
-    processes = []
-    for index, env in enumerate(envs):
-        log = logs / f"finetune-part{index}.log"
-        command = [sys.executable, "-m", "lottery", "pipeline", *argv, "--part", f"{index}/{workers}"]
-        processes.append(
-            (subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT), log)
-        )
-    on_gpus = f", GPUs {', '.join(env['CUDA_VISIBLE_DEVICES'] for env in envs)}" if gpu_count else ""
-    print(
-        f"pipeline: {len(jobs)} fine-tunes on {workers} worker(s) x {threads} thread(s){on_gpus}; "
-        f"logs in {logs}/",
-        flush=True,
-    )
-    began, reported = time.perf_counter(), set()
-    while True:
-        running = [p for p, _ in processes if p.poll() is None]
-        for job, run in zip(jobs, runs, strict=True):
-            if run not in reported and (run / "metrics.json").is_file():
-                reported.add(run)
-                record = json.loads((run / "metrics.json").read_text())
-                metric = PRIMARY[job.task]
-                print(
-                    f"  [{len(reported)}/{len(jobs)}] {job.task} {job.ticket} ({job.init}): "
-                    f"{metric} {record['metrics'][metric]:.4f}, chance {record['chance'][metric]:.4f} "
-                    f"({time.perf_counter() - began:.0f} s)",
-                    flush=True,
-                )
-        if not running:
-            break
-        time.sleep(2)
-    failed = [log for process, log in processes if process.returncode != 0]
-    if failed:
-        tail = "\n".join(failed[0].read_text().splitlines()[-20:])
-        raise RuntimeError(f"pipeline: fine-tune worker failed, see {failed[0]}:\n{tail}")
-    return runs
+    arguments = ["imp", "--config", config.imp, *config.imp_overrides]
+    launch_ranks(arguments, config.ranks, "pipeline: the IMP stage")
 
 
 def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
@@ -276,7 +101,7 @@ def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
 
     check_config(config)
     # the fine-tune workers are checked against the GPUs now, not after IMP has run
-    gpu_count = _visible_gpu_count()
+    gpu_count = visible_gpu_count()
     workers = finetune_worker_count(config.workers, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES"))
     began = time.perf_counter()
     _run_imp(config)
@@ -284,7 +109,9 @@ def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
     _prepare_shared_inputs(config, jobs)
     if "random" in config.baselines:
         _cut_random_baseline(config)
-    runs = _run_finetunes(config, argv, jobs, workers, gpu_count)
+    worker = [sys.executable, "-m", "lottery", "pipeline", *argv]
+    logs = Path(config.report_dir) / "logs"
+    runs = run_finetune_workers(worker, jobs, workers, gpu_count, logs, "pipeline")
     path = write_report(collect(runs), Path(config.report_dir))
     print(path.read_text(), end="")
     print(f"pipeline done in {time.perf_counter() - began:.0f} s; report in {path.parent}", flush=True)

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lottery.config import ConfigError, PipelineConfig, load_config
-from lottery.train.pipeline import (
-    _worker_env,
-    check_config,
-    finetune_jobs,
-    finetune_worker_count,
-    finetune_worker_envs,
-    worker_threads,
-)
+from lottery.train.pipeline import check_config, finetune_jobs
+from lottery.train.workers import finetune_worker_count, finetune_worker_envs, worker_env, worker_threads
 
 
 def test_the_default_plan_is_dense_s60_and_s70_on_all_seven_tasks():
@@ -60,7 +54,7 @@ def test_a_worker_is_a_job_of_its_own_not_a_rank_of_the_drivers(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_NTASKS", "4")
-    env = _worker_env(2)
+    env = worker_env(2)
     assert env["OMP_NUM_THREADS"] == "2"
     assert not {"RANK", "SLURM_PROCID", "SLURM_NTASKS"} & set(env)
 
@@ -100,7 +94,7 @@ def test_the_driver_refuses_too_many_workers_before_imp_starts(monkeypatch):
     from lottery.train import pipeline
 
     started = []
-    monkeypatch.setattr(pipeline, "_visible_gpu_count", lambda: 1)
+    monkeypatch.setattr(pipeline, "visible_gpu_count", lambda: 1)
     monkeypatch.setattr(pipeline, "_run_imp", started.append)
     with pytest.raises(ConfigError, match="workers=2 but 1 GPU"):
         pipeline.run_pipeline(PipelineConfig(workers=2), [])
