@@ -122,6 +122,20 @@ def _pipeline(args: argparse.Namespace) -> None:
         run_pipeline(config, ["--config", args.config, *args.overrides])
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    from lottery.config import load_config
+    from lottery.study.config import ReproduceConfig
+    from lottery.study.run import reproduce, run_worker
+    from lottery.train.sweep import parse_part
+
+    name = args.config or ("reproduce-quick" if args.quick else "reproduce-uniter-mini")
+    config = load_config(name, args.overrides, cls=ReproduceConfig)
+    if args.part:
+        run_worker(config, Path(args.out), parse_part(args.part))
+    else:
+        reproduce(config, Path(args.out), ["--out", args.out, "--config", name, *args.overrides])
+
+
 def _report(args: argparse.Namespace) -> None:
     from lottery.report.collect import collect
     from lottery.report.render import write_report
@@ -154,7 +168,10 @@ def _config_show(args: argparse.Namespace) -> None:
 
     tree = yaml.safe_load(config_path(args.config).read_text()) or {}
     tree = tree if isinstance(tree, dict) else {}
+    from lottery.study.config import ReproduceConfig
+
     kind = PipelineConfig if "imp_overrides" in tree else ImpConfig if "imp" in tree else PretrainConfig
+    kind = ReproduceConfig if "theta0_seeds" in tree else kind
     config = load_config(args.config, args.overrides, cls=kind)
     print(f"# digest {digest(config)}")
     print(to_yaml(config), end="")
@@ -244,6 +261,18 @@ def _add_training_commands(commands) -> None:
         "overrides", nargs="*", help="key=value overrides, e.g. 'imp_overrides=[train.steps=8]' workers=1"
     )
     flow.set_defaults(func=_pipeline)
+
+    study = commands.add_parser(
+        "reproduce",
+        help="the paper's study: theta0 seeds, universal and task IMP, baselines, fine-tunes over seeds -> "
+        "Table 1, Table 2 and the transfer matrix (resumable)",
+    )
+    study.add_argument("--out", required=True, help="the study's directory (runs, tickets, tables)")
+    study.add_argument("--quick", action="store_true", help="a few-minute version (config reproduce-quick)")
+    study.add_argument("--config", default=None, help="shipped config name or YAML path")
+    study.add_argument("--part", default="", help=argparse.SUPPRESS)  # a fine-tune worker's share (internal)
+    study.add_argument("overrides", nargs="*", help="key=value overrides, e.g. 'seeds=[0]' workers=1")
+    study.set_defaults(func=_reproduce)
 
 
 def _add_finetune_commands(commands) -> None:

@@ -38,6 +38,7 @@ class Result:
     theta0_passed: bool | None = None
     theta0_failed: str = ""  # the criteria it failed, "; "-joined
     theta0_dir: str = ""
+    seed: int = 0  # the fine-tune's train.seed (its head and data order): the unit of "std over seeds"
 
     @property
     def variant(self) -> str:
@@ -68,6 +69,11 @@ def _theta0(record: dict) -> dict:
     }
 
 
+def _seed(record: dict) -> int:
+    train = (record.get("config") or {}).get("train") or {}
+    return int(train.get("seed", 0))
+
+
 def collect(run_dirs: list[Path]) -> list[Result]:
     """Every metrics.json under `run_dirs` (a run directory or a directory of them); a bad file is named."""
     found = []
@@ -95,6 +101,7 @@ def collect(run_dirs: list[Path]) -> list[Result]:
                         chance=_chance(record),
                         ticket_id=str(meta.get("id", "")),
                         store=str((record.get("config") or {}).get("store", "")) if meta else "",
+                        seed=_seed(record),
                         **_theta0(record),
                     )
                 )
