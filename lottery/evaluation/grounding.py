@@ -43,6 +43,9 @@ class Criterion:
     baseline_name: str
     passed: bool
     rule: str
+    # the best any model can score on these samples (a perfect perceiver's, `evaluation.ceiling`);
+    # grounded MLM only, None elsewhere and in criteria recorded before it was measured
+    ceiling: float | None = None
 
 
 def _ids(example) -> Tensor:
@@ -148,7 +151,21 @@ def measure(model: nn.Module, batches: Sequence[list], tokenizer) -> dict[str, f
     metrics = itm_and_wra(model, batches)
     metrics.update(grounded_mlm(model, batches, tokenizer))
     metrics.update(region_modelling(model, batches))
+    metrics.update(grounded_ceiling(batches))
     return metrics
+
+
+def grounded_ceiling(batches: Sequence[list]) -> dict[str, float]:
+    """The grounded-MLM ceilings of the captions the criteria read (each example's texts[0]); none for
+    data that does not carry its scenes (only the shapes world does)."""
+    from lottery.data.world import Scene
+    from lottery.evaluation.ceiling import grounded_ceilings
+
+    examples = [ex for batch in batches for ex in batch]
+    if not examples or not all("scene" in (ex.meta or {}) for ex in examples):
+        return {}
+    samples = [(Scene.from_json(ex.meta["scene"]), ex.meta["texts"][0]) for ex in examples]
+    return {f"mlm_{kind}_ceiling": value for kind, value in grounded_ceilings(samples).items()}
 
 
 def criteria(metrics: dict[str, float]) -> list[Criterion]:
@@ -162,7 +179,13 @@ def criteria(metrics: dict[str, float]) -> list[Criterion]:
         value, text = metrics[f"mlm_{kind}_image_acc"], metrics[f"mlm_{kind}_text_acc"]
         rows.append(
             Criterion(
-                f"grounded MLM: {kind}", value, text, "text only", value >= GROUNDED_MIN, f">= {GROUNDED_MIN}"
+                f"grounded MLM: {kind}",
+                value,
+                text,
+                "text only",
+                value >= GROUNDED_MIN,
+                f">= {GROUNDED_MIN}",
+                metrics.get(f"mlm_{kind}_ceiling"),
             )
         )
     rows.append(
@@ -199,10 +222,13 @@ def criteria(metrics: dict[str, float]) -> list[Criterion]:
 
 
 def format_criteria(rows: Sequence[Criterion]) -> str:
-    lines = [f"{'criterion':<24} {'value':>8} {'baseline':>9}  {'(of)':<13} {'rule':<11} ok"]
+    """The criteria as a table; "best" is the most any model can score there (perfect perception)."""
+    lines = [f"{'criterion':<24} {'value':>8} {'baseline':>9}  {'(of)':<13} {'rule':<11} {'best':>6}  ok"]
     for r in rows:
+        best = "" if r.ceiling is None else f"{r.ceiling:.3f}"
         lines.append(
-            f"{r.name:<24} {r.value:8.4f} {r.baseline:9.4f}  {r.baseline_name:<13} {r.rule:<11} {'yes' if r.passed else 'NO'}"
+            f"{r.name:<24} {r.value:8.4f} {r.baseline:9.4f}  {r.baseline_name:<13} {r.rule:<11} {best:>6}  "
+            f"{'yes' if r.passed else 'NO'}"
         )
     return "\n".join(lines)
 
