@@ -7,8 +7,9 @@ ratio carries over). Comparisons:
 
 - ``stages``: 2 ranks under DeepSpeed at ZeRO-0, 1, 2 and 3;
 - ``layout``: the cores spent on 2 ranks of 1 thread, or on 1 rank of 2 threads (no all-reduce);
-- ``precision``: 1 rank in fp32, or in bf16 (fast only where the CPU multiplies bf16 natively, e.g.
-  AVX512-BF16 or AMX; `lscpu` lists the flags).
+- ``precision``: fp32 or bf16, on 1 rank of 2 threads and on 2 ranks of 1 thread (bf16 is fast only
+  where the CPU multiplies it natively, e.g. AVX512-BF16 or AMX; `lscpu` lists the flags; on 2 ranks
+  DeepSpeed's bf16 optimizer wrapper adds its fp32 master copies to every step).
 
 Usage (from the repo root):
 
@@ -32,7 +33,12 @@ GLOBAL_BATCH = 32
 COMPARISONS: dict[str, dict[str, tuple[int, list[str]]]] = {
     "stages": {f"ZeRO-{stage}": (2, [f"train.zero_stage={stage}"]) for stage in range(4)},
     "layout": {"2 ranks x 1 thread": (2, []), "1 rank x 2 threads": (1, [])},
-    "precision": {"fp32": (1, ["train.precision=fp32"]), "bf16": (1, ["train.precision=bf16"])},
+    "precision": {
+        "fp32": (1, ["train.precision=fp32"]),
+        "bf16": (1, ["train.precision=bf16"]),
+        "fp32, 2 ranks": (2, ["train.precision=fp32"]),
+        "bf16, 2 ranks": (2, ["train.precision=bf16"]),
+    },
 }
 
 
