@@ -164,7 +164,7 @@ def finetune_jobs(config: ReproduceConfig, out: Path, choices: dict[str, Choice]
             if "random" in config.baselines:
                 wanted.append((task, alias(config, "random", choice.sparsity), "theta0", seed))
     if choices:
-        for source in [PRETRAIN, *config.tasks]:
+        for source in imp_sources(config):
             ticket = alias(config, source, config.transfer_sparsity)
             for seed in config.seeds[: config.transfer_seeds]:
                 wanted += [(target, ticket, "theta0", seed) for target in config.tasks]

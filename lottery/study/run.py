@@ -142,7 +142,7 @@ def reproduce(config: ReproduceConfig, out: Path, argv: list[str]) -> Path:
     worker = [sys.executable, "-m", "lottery", "reproduce", *argv]
     runs = run_finetune_workers(worker, jobs, workers, gpu_count, out / "logs", "reproduce")
     notes = _notes(config, theta0_dirs, choices, time.perf_counter() - began)
-    sources = [plan.PRETRAIN, *config.tasks]
+    sources = plan.imp_sources(config)
     chosen = {task: c.sparsity for task, c in choices.items()}
     path = write_tables(
         collect(runs), chosen, config.universal, config.transfer_sparsity, sources, out, notes
