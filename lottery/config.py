@@ -102,12 +102,21 @@ class TasksConfig:
     # right, above <-> below) beside its own image instead of pairing it with another image: a
     # negative that only relations tell apart (0: UNITER's random images only).
     itm_relation_neg_prob: float = added_later(0.0)
+    # The share made by changing the colour or shape of one object the caption mentions, so that no
+    # object of its scene fits the phrase, beside its own image: a negative only word-to-region
+    # binding tells apart (`lottery.tasks.binding`). At most 1 with the above.
+    itm_attribute_neg_prob: float = added_later(0.0)
     wra_weight: float = 0.1  # word-region alignment (optimal transport) added to ITM, as in UNITER
 
     def __post_init__(self) -> None:
-        for name in ("mask_prob", "itm_neg_prob", "itm_relation_neg_prob"):
+        for name in ("mask_prob", "itm_neg_prob", "itm_relation_neg_prob", "itm_attribute_neg_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"tasks.{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.itm_relation_neg_prob + self.itm_attribute_neg_prob > 1.0:
+            raise ConfigError(
+                "tasks.itm_relation_neg_prob + tasks.itm_attribute_neg_prob must be at most 1, got "
+                f"{self.itm_relation_neg_prob} + {self.itm_attribute_neg_prob}"
+            )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lottery.evaluation.ties import expected_correct
+from lottery.tasks.binding import AttributeVocab, swap_attribute
 from lottery.tasks.masking import IGNORE, TextVocab, mask_regions, mask_tokens
 from lottery.tasks.packing import pack, region_positions, unpack_outputs
 from lottery.tasks.wra import ot_distance, wra_loss
@@ -41,10 +42,19 @@ class CollateContext:
     itm_relation_neg_prob: float = 0.0
     # token id of a relation word -> its opposite's (`relation_reversals`); needed when the above is > 0
     reversals: dict[int, int] = field(default_factory=dict)
+    itm_attribute_neg_prob: float = 0.0
+    attributes: AttributeVocab | None = None  # needed when the above is > 0
 
     def __post_init__(self) -> None:
         if self.itm_relation_neg_prob > 0 and not self.reversals:
             raise ValueError("tasks.itm_relation_neg_prob > 0 needs the relation words' reversals")
+        if self.itm_attribute_neg_prob > 0 and self.attributes is None:
+            raise ValueError("tasks.itm_attribute_neg_prob > 0 needs the attribute words' token ids")
+        if self.itm_relation_neg_prob + self.itm_attribute_neg_prob > 1.0:
+            raise ValueError(
+                "tasks.itm_relation_neg_prob + tasks.itm_attribute_neg_prob must be at most 1, got "
+                f"{self.itm_relation_neg_prob} + {self.itm_attribute_neg_prob}"
+            )
 
 
 def relation_reversals(tokenizer, opposites: dict[str, str]) -> dict[int, int]:
@@ -110,9 +120,11 @@ def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator)
     """Half the pairs (by ``itm_neg_prob``) are mismatched: target 0 for those.
 
     A mismatched pair is the caption with another example's image or, for ``itm_relation_neg_prob``
-    of them, the caption with its relation reversed beside its own image (a caption without a
-    relation keeps the other image). The draws for the latter are only made when it is above 0, so a
-    run without it draws the batches it always drew.
+    of them, the caption with its relation reversed beside its own image, or, for
+    ``itm_attribute_neg_prob``, the caption with one mention's colour or shape changed beside its own
+    image (`binding.swap_attribute`); a caption that cannot be changed so keeps the other image. The
+    draws for these are only made when one is above 0, so a run without them draws the batches it
+    always drew.
     """
     size = len(examples)
     if size < 2:
@@ -121,12 +133,18 @@ def collate_itm(examples: list, ctx: CollateContext, generator: torch.Generator)
     shift = torch.randint(1, size, (size,), generator=generator)
     image_of = torch.where(negative, (torch.arange(size) + shift) % size, torch.arange(size))
     texts = [_ids(ex) for ex in examples]
-    if ctx.itm_relation_neg_prob > 0:
-        reverse = negative & (torch.rand(size, generator=generator) < ctx.itm_relation_neg_prob)
+    if ctx.itm_relation_neg_prob > 0 or ctx.itm_attribute_neg_prob > 0:
+        draw = torch.rand(size, generator=generator)
+        reverse = negative & (draw < ctx.itm_relation_neg_prob)
         for i in reverse.nonzero().flatten().tolist():
             reversed_text = _reverse_relation(texts[i], ctx.reversals)
             if reversed_text is not None:
                 texts[i], image_of[i] = reversed_text, i
+        swap = negative & ~reverse & (draw < ctx.itm_relation_neg_prob + ctx.itm_attribute_neg_prob)
+        for i in swap.nonzero().flatten().tolist():
+            swapped = swap_attribute(texts[i], examples[i].meta["scene"], ctx.attributes, generator)
+            if swapped is not None:
+                texts[i], image_of[i] = swapped, i
     batch = pack(
         texts,
         [examples[j].feat for j in image_of.tolist()],

@@ -35,12 +35,13 @@ from tqdm import tqdm
 
 from lottery import dist
 from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict
-from lottery.data.captions import OPPOSITE_WORDS
+from lottery.data.captions import COLOUR_WORDS, OPPOSITE_WORDS, SHAPE_WORDS, SIZE_WORDS
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
 from lottery.models.uniter.checkpoint import load_tokenizer
 from lottery.progress import progress_bar
 from lottery.run_record import RECORD, identity_view, mark_done, run_digest, write_record
 from lottery.sparsity.enforce import MaskEnforcer
+from lottery.tasks.binding import AttributeVocab
 from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
 from lottery.tasks.pretrain import TASKS, CollateContext, relation_reversals, summarise
@@ -163,6 +164,10 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
         config.tasks.wra_weight,
         config.tasks.itm_relation_neg_prob,
         relation_reversals(tokenizer, OPPOSITE_WORDS) if config.tasks.itm_relation_neg_prob else {},
+        config.tasks.itm_attribute_neg_prob,
+        AttributeVocab.from_tokenizer(tokenizer, COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS)
+        if config.tasks.itm_attribute_neg_prob
+        else None,
     )
     mixer = TaskMixer(config.tasks.mix, train.seed, set(TASKS))
 

@@ -61,7 +61,9 @@ def test_a_partial_section_override_keeps_that_sections_own_defaults():
     assert config.train.zero_stage == 0 and config.optim.new_parts == (r"head\..*",)
 
 
-@pytest.mark.parametrize("key", ["mask_prob", "itm_neg_prob", "itm_relation_neg_prob"])
+@pytest.mark.parametrize(
+    "key", ["mask_prob", "itm_neg_prob", "itm_relation_neg_prob", "itm_attribute_neg_prob"]
+)
 def test_a_task_probability_outside_0_1_is_refused_naming_it(key):
     with pytest.raises(ConfigError, match=f"tasks.{key} must be within"):
         load_config(None, [f"tasks.{key}=1.5"], cls=PretrainConfig)
