@@ -50,7 +50,8 @@ class LaunchEnv:
 LAUNCHER_VAR = "LOTTERY_LAUNCHED_BY"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now: a job of its own on a shared node must not take the default."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -115,7 +116,7 @@ def read_launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
             master_port=int(env.get("MASTER_PORT") or _slurm_port(env.get("SLURM_JOB_ID", "0"))),
             launcher="srun",
         )
-    return LaunchEnv(0, 0, 1, 1, "127.0.0.1", _free_port(), "none")
+    return LaunchEnv(0, 0, 1, 1, "127.0.0.1", free_port(), "none")
 
 
 def cuda_device_index(local_rank: int, visible_devices: int, cuda_visible_devices: str | None = None) -> int:

@@ -169,13 +169,21 @@ def run_finetune_workers(
 
 def launch_ranks(arguments: list[str], ranks: int, what: str) -> None:
     """``lottery <arguments>`` on `ranks` ranks under the `deepspeed` launcher of this interpreter's
-    environment (whatever PATH says), each rank with its share of the cores; a failure names `what`."""
+    environment (whatever PATH says), each rank with its share of the cores; a failure names `what`.
+
+    The ranks meet on a free port, not the launcher's default 29500: two drivers on one node (two
+    studies, or a study beside a user's own job) would otherwise join each other's process group.
+    """
+    from lottery.dist import free_port
+
     command = [
         sys.executable,
         "-m",
         "deepspeed.launcher.runner",
         "--num_gpus",
         str(ranks),
+        "--master_port",
+        str(free_port()),
         "--module",
         "lottery",
     ]
