@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lottery.data.world import COLOURS, SHAPES, SIZES, Scene, relations
+from lottery.data.world import COLOURS, OPPOSITE_RELATIONS, SHAPES, SIZES, Scene, relations
 
 SIZE_WORDS: tuple[str, ...] = SIZES
 COLOUR_WORDS: tuple[str, ...] = COLOURS
 SHAPE_WORDS: tuple[str, ...] = SHAPES
-# The words that carry a relation ("of" does not): grounded MLM on these scores spatial reasoning.
-RELATION_WORDS: tuple[str, ...] = ("left", "right", "above", "below")
-# Each relation word's opposite: a caption true of its scene, with its relation word replaced, is false
-# of it (its two objects are named uniquely and their centres differ by more than the relation margin).
-OPPOSITE_WORDS: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
+# Each relation word's opposite (a relation's first word: "of" carries none): a caption true of its
+# scene, with its relation word replaced, is false of it (its two objects are named uniquely).
+OPPOSITE_WORDS: dict[str, str] = {a.split()[0]: b.split()[0] for a, b in OPPOSITE_RELATIONS.items()}
+# The words that carry a relation: grounded MLM on these scores spatial reasoning.
+RELATION_WORDS: tuple[str, ...] = tuple(OPPOSITE_WORDS)
 _FUNCTION_WORDS: tuple[str, ...] = ("a", "an", "the", "there", "is", "of")
 # Every word a caption can contain.
 WORDS: frozenset[str] = frozenset(SIZE_WORDS + COLOUR_WORDS + SHAPE_WORDS + RELATION_WORDS + _FUNCTION_WORDS)

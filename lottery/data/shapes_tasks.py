@@ -15,12 +15,11 @@ import numpy as np
 
 from lottery.data.captions import describe, make_caption, unique_objects
 from lottery.data.examples import TaskExample
-from lottery.data.world import COLOURS, RELATIONS, SHAPES, Obj, Scene, relations
+from lottery.data.world import COLOURS, OPPOSITE_RELATIONS, RELATIONS, SHAPES, Obj, Scene, relations
 
 ANNOTATORS = 10  # VQA: answers per question
 ANNOTATOR_ACCURACY = 0.8
 NEUTRAL_PROPERTIES = ("heavy", "new", "wooden", "moving", "expensive", "old")  # not visible in a scene
-OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
 def _pick(rng: np.random.Generator, items: Sequence):
@@ -174,7 +173,7 @@ def contradiction(scene: Scene, rng: np.random.Generator) -> str:
     """A statement the scene makes false: a relation reversed, or an object that is not there."""
     caption = make_caption(scene, rng, 2)
     if caption.relation is not None:
-        return caption.text.replace(f" {caption.relation} ", f" {OPPOSITE[caption.relation]} ", 1)
+        return caption.text.replace(f" {caption.relation} ", f" {OPPOSITE_RELATIONS[caption.relation]} ", 1)
     present = {(o.colour, o.shape) for o in scene.objects}
     absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
     colour, shape = _pick(rng, absent)

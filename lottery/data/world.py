@@ -40,6 +40,14 @@ SIDE_RANGE: dict[str, tuple[float, float]] = {"small": (0.08, 0.12), "large": (0
 RELATION_MARGIN = 0.1
 
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+# Each relation's opposite: "a <relation> b" holds iff "a <opposite> b" does not, for two objects whose
+# centres differ by more than the margin along the relation's axis.
+OPPOSITE_RELATIONS: dict[str, str] = {
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
+}
 
 # At most this fraction of the smaller box may be covered by another box ("no heavy overlap").
 _MAX_OVERLAP = 0.15
