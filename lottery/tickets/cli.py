@@ -1,9 +1,10 @@
 """`lottery ticket ...`: cut, inspect, verify, alias, export and apply tickets of a ticket store.
 
-Each subcommand is one plain function of `lottery.tickets.jobs` (`cut_ticket`, `show_ticket`,
-...); the `_cmd_*` adapters only turn parsed arguments into a call and print. `add_ticket_commands` hangs them under the `ticket`
-command of the `lottery` parser. A refused ticket or a missing file is one line on stderr and exit
-code 2 (`verify` exits 1 when a check fails), never a traceback.
+Each subcommand is one plain function of `lottery.tickets.jobs` (`cut_ticket`, `show_ticket`, ...)
+or `lottery.tickets.export` (`export_ticket`); the `_cmd_*` adapters only turn parsed arguments into
+a call and print. `add_ticket_commands` hangs them under the `ticket` command of the `lottery`
+parser. A refused ticket, a missing file or store, or a bad argument value is one line on stderr and
+exit code 2 (`verify` exits 1 when a check fails), never a traceback.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lottery.tickets.export import EXPORT_FORMATS, export_ticket
 from lottery.tickets.jobs import (
-    EXPORT_FORMATS,
     alias_ticket,
     apply_ticket,
     cut_ticket,
-    export_ticket,
     list_tickets,
     show_ticket,
     verify_ticket,
@@ -55,7 +55,9 @@ def _cmd_show(args: argparse.Namespace) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    list_tickets(_store(args))
+    store = _store(args)
+    store.check_root()  # a mistyped --store is an error, not "no tickets"
+    list_tickets(store)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> None:
@@ -94,8 +96,18 @@ def _cmd_alias(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    out = export_ticket(_store(args), args.ref, Path(args.out), args.format)
-    print(f"{args.ref} exported as {args.format} to {out}")
+    out = export_ticket(
+        _store(args), args.ref, Path(args.out), args.format, packed=args.packed, renames=args.rename
+    )
+    print(f"{args.ref} exported as {args.format}{' (packed)' if args.packed else ''} to {out}")
+
+
+def _rename(text: str) -> tuple[str, str]:
+    """`--rename OLD=NEW` as (OLD, NEW); NEW may be empty, to drop a prefix."""
+    old, sep, new = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not OLD=NEW (e.g. uniter.=bert.)")
+    return old, new
 
 
 def _cmd_apply(args: argparse.Namespace) -> None:
@@ -171,10 +183,27 @@ def add_ticket_commands(subparsers: argparse._SubParsersAction) -> None:
     alias.add_argument("name", help="alias, e.g. uniter-mini/pretrain/s60")
     alias.add_argument("ref", help="ticket id, unique id prefix or alias")
 
-    export = command("export", _cmd_export, "write a ticket in another format")
+    export = command("export", _cmd_export, "write a ticket's masks as a plain safetensors file (no pickle)")
     export.add_argument("ref", help="ticket id, unique id prefix or alias")
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    export.add_argument("--out", required=True, help="output file")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=EXPORT_FORMATS,
+        help="safetensors: one mask per parameter name; torch-prune: keys <module>.<parameter>_mask "
+        "for torch.nn.utils.prune.custom_from_mask",
+    )
+    export.add_argument("--out", required=True, help="output file (replaced atomically)")
+    export.add_argument(
+        "--packed", action="store_true", help="safetensors only: bit-packed uint8 (numpy.packbits), not bool"
+    )
+    export.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        type=_rename,
+        metavar="OLD=NEW",
+        help="rename parameter-name prefix OLD to NEW, e.g. uniter.=bert. (repeat; the first match applies)",
+    )
 
     publish = command("publish", _cmd_publish, "put an IMP run's round closest to a sparsity under an alias")
     publish.add_argument("--run", required=True, help="IMP run directory (runs/imp/<method>-<digest>)")

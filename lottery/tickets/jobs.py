@@ -1,13 +1,13 @@
-"""The `lottery ticket ...` jobs: cut, show, list, verify, alias, export and apply tickets of a store.
+"""The `lottery ticket ...` jobs: cut, show, list, verify, alias and apply tickets of a store.
 
 Plain functions with typed arguments; `lottery/tickets/cli.py` only parses arguments and calls them.
 They sit in `train/` because they join a model directory, the pruning criteria and the ticket store.
+Export needs none of that: it is `lottery/tickets/export.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from lottery.tickets import Ticket, TicketStore
 
 FAMILY = "uniter"
-EXPORT_FORMATS = ("torch-prune",)
 
 
 def model_layout(model_dir: Path, scope: Sequence[str]) -> tuple[str, str, dict[str, tuple[int, ...]]]:
@@ -215,27 +214,6 @@ def verify_ticket(
 def alias_ticket(store: TicketStore, name: str, ref: str) -> str:
     """Point alias `name` at the ticket `ref`; returns the id."""
     return store.alias(name, ref)
-
-
-def export_ticket(store: TicketStore, ref: str, out: Path, fmt: str = "torch-prune") -> Path:
-    """Write the ticket in another format; `out` is replaced atomically.
-
-    torch-prune: a `torch.save`d dict `{"<parameter>_mask": float tensor}`, e.g.
-    `uniter.encoder.layer.0.output.dense.weight_mask`, the buffers `torch.nn.utils.prune` keeps, so
-    `prune.custom_from_mask(module, "weight", masks[key])` installs the ticket.
-    """
-    import torch
-
-    from lottery.files import write_bytes_atomic
-
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    ticket = store.load(ref)
-    buffer = io.BytesIO()
-    torch.save({f"{name}_mask": mask.float() for name, mask in ticket.masks.masks.items()}, buffer)
-    out = Path(out)
-    write_bytes_atomic(out, buffer.getvalue())
-    return out
 
 
 def apply_ticket(store: TicketStore, ref: str, model_dir: Path, out: Path) -> Path:

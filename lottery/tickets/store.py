@@ -145,6 +145,24 @@ class TicketStore:
     def object_path(self, ticket_id: str) -> Path:
         return self.objects_dir / f"{ticket_id}.safetensors"
 
+    def check_root(self) -> None:
+        """Refuse a root that is not a ticket store: missing, not a directory, or one of other files.
+
+        The store is created on first write, so writers need no check; a reader that would answer
+        "no tickets" (`lottery ticket list`) calls this first, so that a mistyped `--store` is not
+        taken for an empty store. An empty directory is an empty store.
+        """
+        fix = f"give the store's directory with --store or ${STORE_ENV}"
+        if not self.root.exists():
+            raise TicketError(f"{self.root}: no ticket store there, the directory does not exist; {fix}")
+        if not self.root.is_dir():
+            raise TicketError(f"{self.root}: not a ticket store, it is a file, not a directory; {fix}")
+        layout = (self.objects_dir, self.refs_dir, self.tmp_dir, self.log_path)
+        if any(self.root.iterdir()) and not any(path.exists() for path in layout):
+            raise TicketError(
+                f"{self.root}: not a ticket store, it holds none of objects/, refs/, tmp/, log.jsonl; {fix}"
+            )
+
     def put(
         self, masks: MaskSet, meta: TicketMeta, alias: str | None = None, *, command: str | None = None
     ) -> str:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from ticket_fixtures import run_ticket_cli as run
 from tiny import TINY, save_tiny
-from torch.nn.utils import prune
 
 from lottery.models.uniter import UniterConfig, UniterForPretraining, from_pretrained, save_pretrained
 from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
 from lottery.tickets import STORE_ENV, TicketStore
-from lottery.tickets.cli import main
 from lottery.tickets.jobs import print_table
 
 # 2 layers x (4 x 32x32 + 2 x 32x64) + the 32x32 pooler
@@ -25,17 +24,6 @@ def model_dir(tmp_path_factory) -> Path:
     out = save_tiny(tmp_path_factory.mktemp("models") / "tiny")
     (out / "vocab.txt").write_text("[PAD]\n")  # stands for the tokenizer files apply must carry along
     return out
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `lottery ticket <argv>`."""
-    try:
-        main(["ticket", *argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def cut(capsys, store: Path, model_dir: Path, *extra: str) -> str:
@@ -182,6 +170,27 @@ def test_list_shows_short_ids_aliases_and_sparsity(capsys, tmp_path, model_dir) 
         assert cell in row
 
 
+def test_list_of_a_store_that_does_not_exist_is_one_line_on_stderr_with_exit_2(capsys, tmp_path) -> None:
+    missing = tmp_path / "no" / "such" / "dir"
+    code, out, err = run(capsys, "list", "--store", str(missing))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"lottery ticket list: error: {missing}: no ticket store there, the directory does not exist; "
+        "give the store's directory with --store or $LOTTERY_TICKET_STORE\n"
+    )
+    assert not missing.exists()
+
+
+def test_list_of_a_directory_of_other_files_is_refused_as_not_a_ticket_store(capsys, tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    code, out, err = run(capsys, "list", "--store", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"lottery ticket list: error: {tmp_path}: not a ticket store, it holds none of objects/, refs/, tmp/, "
+        "log.jsonl; give the store's directory with --store or $LOTTERY_TICKET_STORE\n"
+    )
+
+
 def test_verify_names_the_checks_that_passed(capsys, tmp_path, model_dir) -> None:
     ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
     code, out, _ = run(capsys, "verify", ticket_id[:8], "--store", str(tmp_path), "--model", str(model_dir))
@@ -262,40 +271,6 @@ def test_an_unknown_ticket_is_one_line_on_stderr_with_exit_2(capsys, tmp_path) -
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"lottery ticket show: error: {tmp_path}: no ticket 'nope/s60'")
-
-
-def test_export_torch_prune_installs_the_same_zeros_with_custom_from_mask(
-    capsys, tmp_path, model_dir
-) -> None:
-    ticket_id = cut(capsys, tmp_path, model_dir, "--method", "magnitude", "--sparsity", "0.6")
-    out_file = tmp_path / "export" / "masks.pt"
-    out_file.parent.mkdir()
-    code, _, _ = run(
-        capsys,
-        "export",
-        ticket_id,
-        "--store",
-        str(tmp_path),
-        "--format",
-        "torch-prune",
-        "--out",
-        str(out_file),
-    )
-    assert code == 0
-    exported = torch.load(out_file, weights_only=True)
-    masks = TicketStore(tmp_path).load(ticket_id).masks.masks
-    assert sorted(exported) == sorted(f"{name}_mask" for name in masks)
-    assert list(out_file.parent.iterdir()) == [out_file]  # no temporary left next to it
-
-    model = from_pretrained(model_dir)
-    for key, mask in exported.items():
-        module_path = key.removesuffix(".weight_mask")
-        assert mask.dtype == torch.float32
-        prune.custom_from_mask(model.get_submodule(module_path), "weight", mask)
-    for name, mask in masks.items():
-        weight = model.get_submodule(name.removesuffix(".weight")).weight
-        assert torch.equal(weight == 0, ~mask)
-    assert sum(int((~m).sum()) for m in masks.values()) == 10445
 
 
 def test_apply_writes_a_model_dir_with_exactly_the_pruned_weights_zeroed(capsys, tmp_path, model_dir) -> None:

@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.numpy import load as load_numpy
+from ticket_fixtures import ODD_SHAPES as SHAPES
+from ticket_fixtures import TICKET_META as META
 
 from lottery import dist
 from lottery.sparsity.maskset import MaskSet
@@ -31,21 +33,6 @@ from lottery.tickets import (
 from lottery.tickets import distributed as tickets_distributed
 
 REPO = Path(__file__).resolve().parents[1]
-# sizes that are not multiples of 8, so the last byte of every packed mask is partly padding
-SHAPES = {
-    "uniter.encoder.layer.0.attention.self.query.weight": (13, 7),
-    "uniter.encoder.layer.0.output.dense.weight": (5, 11),
-    "uniter.pooler.dense.weight": (3, 3),
-}
-META = TicketMeta(
-    family="uniter",
-    model="tiny",
-    method="magnitude",
-    tasks=("itm", "mlm"),
-    imp_round=2,
-    config_digest="ab" * 32,
-    code_version="0.1.0",
-)
 
 
 def pattern_masks(shapes: dict[str, tuple[int, ...]] = SHAPES, step: int = 7) -> MaskSet:
