@@ -221,12 +221,13 @@ def test_a_rename_that_matches_no_parameter_is_refused_naming_it(capsys, tmp_pat
 
 def test_renames_that_would_give_two_parameters_one_name_are_refused(capsys, tmp_path, odd) -> None:
     store, _ = odd
-    argv = ["export", "odd/s60", "--store", str(store.root), "--format", "safetensors"]
-    code, _, err = run(
+    code, _, err = try_export(
         capsys,
-        *argv,
-        "--out",
-        str(tmp_path / "m.safetensors"),
+        store,
+        "odd/s60",
+        tmp_path / "m.safetensors",
+        "--format",
+        "safetensors",
         "--rename",
         "uniter.encoder.layer.0.output.dense.=x.",
         "--rename",
@@ -241,18 +242,8 @@ def test_renames_that_would_give_two_parameters_one_name_are_refused(capsys, tmp
 
 def test_a_rename_without_an_equals_sign_is_a_usage_error(capsys, tmp_path, odd) -> None:
     store, _ = odd
-    code, _, err = run(
-        capsys,
-        "export",
-        "odd/s60",
-        "--store",
-        str(store.root),
-        "--format",
-        "safetensors",
-        "--out",
-        str(tmp_path / "m.safetensors"),
-        "--rename",
-        "uniter.",
+    code, _, err = try_export(
+        capsys, store, "odd/s60", tmp_path / "m.safetensors", "--format", "safetensors", "--rename", "uniter."
     )
     assert code == 2
     assert "argument --rename: 'uniter.' is not OLD=NEW (e.g. uniter.=bert.)" in err
@@ -261,9 +252,7 @@ def test_a_rename_without_an_equals_sign_is_a_usage_error(capsys, tmp_path, odd)
 def test_an_unknown_format_is_an_argparse_choice_error(capsys, tmp_path, odd) -> None:
     store, _ = odd
     out = tmp_path / "masks.pt"
-    code, _, err = run(
-        capsys, "export", "odd/s60", "--store", str(store.root), "--format", "torch", "--out", str(out)
-    )
+    code, _, err = try_export(capsys, store, "odd/s60", out, "--format", "torch")
     assert code == 2
     assert "argument --format: invalid choice: 'torch' (choose from" in err and "torch-prune" in err
     assert not out.exists()
@@ -271,17 +260,8 @@ def test_an_unknown_format_is_an_argparse_choice_error(capsys, tmp_path, odd) ->
 
 def test_packed_torch_prune_is_refused_because_prune_needs_full_shape_masks(capsys, tmp_path, odd) -> None:
     store, _ = odd
-    code, _, err = run(
-        capsys,
-        "export",
-        "odd/s60",
-        "--store",
-        str(store.root),
-        "--format",
-        "torch-prune",
-        "--packed",
-        "--out",
-        str(tmp_path / "m.safetensors"),
+    code, _, err = try_export(
+        capsys, store, "odd/s60", tmp_path / "m.safetensors", "--format", "torch-prune", "--packed"
     )
     assert code == 2
     assert err == (
