@@ -36,9 +36,15 @@ def _save(model: UniterForTask, out: Path, answers: tuple[str, ...] = ()) -> Pat
     return save_finetuned(model.state_dict(), model.config, head, out)
 
 
-def test_config_json_is_a_plain_uniter_config_and_the_head_is_described_beside_it(tmp_path):
+def test_config_json_is_a_uniter_config_and_the_head_is_described_beside_it(tmp_path):
     model_dir = _save(_task_model(), tmp_path / "model", answers=("a", "b", "c", "d", "e"))
-    assert json.loads((model_dir / "config.json").read_text()) == TINY.to_dict()
+    assert json.loads((model_dir / "config.json").read_text()) == {
+        "model_type": "uniter",  # for transformers' Auto classes (tests/unit/test_uniter_automodel.py)
+        "architectures": ["UniterWithTaskHead"],
+        **TINY.to_dict(),
+        "task": "vqa",
+        "num_outputs": 5,
+    }
     assert load_config(model_dir) == TINY
     assert task_head(model_dir) == TaskHead("vqa", 5, ("a", "b", "c", "d", "e"))
 

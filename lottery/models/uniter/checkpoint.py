@@ -1,5 +1,9 @@
 """Our UNITER model directory: `config.json` (a UniterConfig) + `model.safetensors`.
 
+config.json also names `model_type` "uniter" and the class (`architectures`), so that, after
+`import lottery.models.uniter`, transformers' `AutoModel.from_pretrained(dir)` opens it too (hf_config.py).
+A config.json written before carries the UniterConfig alone, and still loads.
+
 Tied weights are stored once, under their owner's name (see TIED_WEIGHTS), and re-tied on load.
 A directory is written through `files.atomic_directory` (filled under a hidden name, fsynced, renamed),
 so a killed job never leaves a half-written model behind, and loading needs safetensors only (no
@@ -22,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from lottery.files import atomic_directory
 from lottery.models.uniter.config import UniterConfig
+from lottery.models.uniter.hf_config import config_from_json, config_json
 from lottery.models.uniter.modeling import TIED_WEIGHTS, UniterForPretraining
 
 CONFIG_FILE = "config.json"
@@ -122,11 +127,16 @@ def write_model_files(
     save_file(tensors, directory / WEIGHTS_FILE, metadata={"format": "pt", "tied": json.dumps(TIED_WEIGHTS)})
     for name, source in extra_files.items():
         shutil.copyfile(source, directory / name)
-    (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    data = config_json(model.config.to_uniter_config(), type(model).__name__)
+    (directory / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def load_config(model_dir: str | Path) -> UniterConfig:
-    """The UniterConfig of a model directory, without reading its weights."""
+    """The UniterConfig of a model directory, without reading its weights.
+
+    A config.json naming `model_type` is read as transformers' AutoConfig reads it; one without (written
+    before model_type was) must hold exactly the UniterConfig keys, as it always had to.
+    """
     config_path = Path(model_dir) / CONFIG_FILE
     if not Path(model_dir).is_dir():
         raise ModelDirError(f"UNITER model directory {model_dir} does not exist")
@@ -136,6 +146,8 @@ def load_config(model_dir: str | Path) -> UniterConfig:
         )
     try:
         data = json.loads(config_path.read_text())
+        if isinstance(data, dict) and "model_type" in data:
+            return config_from_json(data)
         if isinstance(data, dict) and set(LEGACY_TASK_KEYS) <= set(data):
             data = {k: v for k, v in data.items() if k not in LEGACY_TASK_KEYS}  # an older fine-tuned dir
         return UniterConfig.from_dict(data)

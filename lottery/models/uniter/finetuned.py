@@ -2,8 +2,10 @@
 
 Layout (`lottery finetune` writes it as ``<run>/model/``):
 
-    config.json        the UniterConfig, exactly as in any model directory, so `load_config`, the data
-                       checks and `lottery ticket cut --model` read it as they read theta0's
+    config.json        the UniterConfig, as in any model directory, so `load_config`, the data checks and
+                       `lottery ticket cut --model` read it as they read theta0's; it also names the head
+                       (`task`, `num_outputs`) for transformers, whose Auto classes build
+                       finetuned_model.UniterWithTaskHead from it
     task.json          what the head is: task, number of outputs, the answer vocabulary its outputs index
     model.safetensors  ``uniter.*`` (the backbone, pre-training names) and ``head.*``
     tokenizer files    copied from the model the fine-tune started from
@@ -36,6 +38,8 @@ from lottery.models.uniter.checkpoint import (
     read_weights,
 )
 from lottery.models.uniter.config import UniterConfig
+from lottery.models.uniter.finetuned_model import UniterWithTaskHead
+from lottery.models.uniter.hf_config import config_json
 
 if TYPE_CHECKING:
     from lottery.tasks.downstream.model import UniterForTask
@@ -69,7 +73,8 @@ def task_head(model_dir: str | Path) -> TaskHead | None:
         data = json.loads(config_path.read_text())
     except ValueError:
         return None  # load_config names the broken file
-    if isinstance(data, dict) and set(LEGACY_TASK_KEYS) <= set(data):
+    # transformers' own save_pretrained writes `"task": null` for a model without a head
+    if isinstance(data, dict) and set(LEGACY_TASK_KEYS) <= set(data) and data["task"] is not None:
         return TaskHead(str(data["task"]), int(data["num_outputs"]))
     return None
 
@@ -92,7 +97,8 @@ def save_finetuned(
         str(partial / WEIGHTS_FILE),
         metadata={"format": "pt", "task": head.task},
     )
-    (partial / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    data = config_json(config, UniterWithTaskHead.__name__, task=head.task, num_outputs=head.num_outputs)
+    (partial / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
     description = {
         "format": TASK_FORMAT,
         "task": head.task,

@@ -6,6 +6,11 @@ original `uniter-base.pt`. The encoder and pooler are transformers' `BertEncoder
 
 Heads are submodules called through `__call__` (never through their `.weight` directly), because
 DeepSpeed ZeRO-3 gathers a module's parameters only in its forward hooks.
+
+The models are transformers `PreTrainedModel`s of `UniterHFConfig` (registered with the Auto classes in
+auto.py); our code still builds them from a `UniterConfig`. Weights are drawn in `_init_weights`, which
+`post_init` applies module by module in the order `nn.Module.apply` visits them, so a seed gives the same
+model as before they were `PreTrainedModel`s.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 from transformers.models.bert.modeling_bert import BertEncoder, BertPooler, BertPredictionHeadTransform
 
 from lottery.models.uniter.config import UniterConfig
+from lottery.models.uniter.hf_config import UniterHFConfig, as_hf_config
 from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
 
 # alias -> owner: each alias is the very same Parameter as its owner. `state_dict()` lists both names
@@ -101,20 +108,46 @@ class UniterImageEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
-class UniterModel(nn.Module):
-    """The single-stream UNITER transformer: text and regions packed into one sequence."""
+class UniterPreTrainedModel(PreTrainedModel):
+    """What the UNITER models share as transformers models: their config, their init, the backbone's name."""
 
-    def __init__(self, config: UniterConfig) -> None:
-        super().__init__()
-        self.config = config
-        bert_config = config.to_bert_config()
-        self.embeddings = UniterTextEmbeddings(config)
-        self.img_embeddings = UniterImageEmbeddings(config)
+    config_class = UniterHFConfig
+    # A checkpoint of a model with heads stores the backbone under `uniter.`; transformers strips it for UniterModel.
+    base_model_prefix = "uniter"
+    # The encoder is BERT's, which runs PyTorch's fused attention (config.ATTN_IMPLEMENTATION).
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        init_weights(module, self.config.initializer_range)
+
+
+class UniterModel(UniterPreTrainedModel):
+    """The single-stream UNITER transformer: text and regions packed into one sequence (`AutoModel`)."""
+
+    def __init__(self, config: UniterConfig | UniterHFConfig) -> None:
+        super().__init__(as_hf_config(config))
+        sizes = self.config.to_uniter_config()
+        bert_config = sizes.to_bert_config()
+        # The attention transformers settled on ("sdpa" unless `attn_implementation=` asked for another).
+        bert_config._attn_implementation = self.config._attn_implementation
+        self.embeddings = UniterTextEmbeddings(sizes)
+        self.img_embeddings = UniterImageEmbeddings(sizes)
         self.encoder = BertEncoder(bert_config)
         self.pooler = BertPooler(bert_config)
-        self.apply(lambda m: init_weights(m, config.initializer_range))
-        with torch.no_grad():
-            self.img_embeddings.mask_embedding.weight[0].zero_()
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # Row 0 of the [MASK] feature (unmasked regions) starts at zero. Here, not on UniterImageEmbeddings:
+        # transformers skips the init of a module without parameters of its own. A weight loaded by
+        # from_pretrained is marked, and kept.
+        mask = self.img_embeddings.mask_embedding
+        if module is mask and not getattr(mask.weight, "_is_hf_initialized", False):
+            with torch.no_grad():
+                mask.weight[0].zero_()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
 
     def forward(
         self,
@@ -185,12 +218,12 @@ class UniterModel(nn.Module):
 class LMPredictionHead(nn.Module):
     """MLM logits (..., vocab): transform, the tied word-embedding matrix, and an own bias."""
 
-    def __init__(self, config: UniterConfig, word_embeddings: nn.Parameter) -> None:
+    def __init__(self, config: UniterConfig) -> None:
         super().__init__()
         self.transform = BertPredictionHeadTransform(config.to_bert_config())
-        # Built on "meta" so no vocab x hidden matrix is allocated only to be replaced by the tie.
+        # On "meta" until `tie_weights` makes the weight the word embeddings: no vocab x hidden matrix is
+        # allocated (or drawn) only to be replaced.
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False, device="meta")
-        self.decoder.weight = word_embeddings
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: Tensor) -> Tensor:
@@ -200,9 +233,9 @@ class LMPredictionHead(nn.Module):
 class MLMHead(nn.Module):
     """`cls` of the original: a holder for `predictions`, kept for the key names."""
 
-    def __init__(self, config: UniterConfig, word_embeddings: nn.Parameter) -> None:
+    def __init__(self, config: UniterConfig) -> None:
         super().__init__()
-        self.predictions = LMPredictionHead(config, word_embeddings)
+        self.predictions = LMPredictionHead(config)
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.predictions(hidden)
@@ -211,13 +244,14 @@ class MLMHead(nn.Module):
 class RegionFeatureRegression(nn.Module):
     """Masked region feature regression: (..., H) -> (..., img_dim) through the transposed img_linear."""
 
-    def __init__(self, config: UniterConfig, img_linear_weight: nn.Parameter) -> None:
+    def __init__(self, config: UniterConfig) -> None:
         super().__init__()
         hidden = config.hidden_size
         self.net = nn.Sequential(
             nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         )
-        self.weight = img_linear_weight
+        # img_linear's weight once tied (`tie_weights`); a meta placeholder until then, as the decoder's.
+        self.weight = nn.Parameter(torch.empty(hidden, config.img_dim, device="meta"))
         self.bias = nn.Parameter(torch.zeros(config.img_dim))
 
     def forward(self, hidden: Tensor) -> Tensor:
@@ -241,8 +275,9 @@ class RegionClassification(nn.Module):
         return self.net(hidden)
 
 
-class UniterForPretraining(nn.Module):
-    """UNITER with its pre-training heads. ``forward(batch, task)`` hands itself to the task's loss.
+class UniterForPretraining(UniterPreTrainedModel):
+    """UNITER with its pre-training heads (`AutoModelForPreTraining`). ``forward(batch, task)`` hands itself
+    to the task's loss.
 
     The task code calls the parts: MLM: `cls(seq)`; MRFR: `feat_regress(h)`; MRC: `region_classifier(h)`;
     ITM: `itm_output(uniter.pooler(seq))`, where `seq = uniter(...)`. Going through ``forward`` (and
@@ -250,23 +285,20 @@ class UniterForPretraining(nn.Module):
     to gather its parameters.
     """
 
-    def __init__(self, config: UniterConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.uniter = UniterModel(config)
-        self.cls = MLMHead(config, self.uniter.embeddings.word_embeddings.weight)
-        self.feat_regress = RegionFeatureRegression(config, self.uniter.img_embeddings.img_linear.weight)
-        self.region_classifier = RegionClassification(config)
-        self.itm_output = nn.Linear(config.hidden_size, 2)
-        # Only the new layers: applying to all of `cls` would redraw the tied word embeddings.
-        for head in (
-            self.cls.predictions.transform,
-            self.feat_regress.net,
-            self.region_classifier,
-            self.itm_output,
-        ):
-            head.apply(lambda m: init_weights(m, config.initializer_range))
-        self.tie_weights()
+    # transformers' {target: source} is our {alias: owner}: loading fills the owner and ties the alias to it.
+    _tied_weights_keys = TIED_WEIGHTS
+
+    def __init__(self, config: UniterConfig | UniterHFConfig) -> None:
+        super().__init__(as_hf_config(config))
+        sizes = self.config.to_uniter_config()
+        self.uniter = UniterModel(self.config)
+        self.cls = MLMHead(sizes)
+        self.feat_regress = RegionFeatureRegression(sizes)
+        self.region_classifier = RegionClassification(sizes)
+        self.itm_output = nn.Linear(sizes.hidden_size, 2)
+        # Draws the heads (the backbone drew its own) and ties: the decoder is visited while still a meta
+        # placeholder, so the tied word embeddings are never redrawn.
+        self.post_init()
 
     def forward(self, batch: dict[str, Tensor], task: Any) -> tuple[Tensor, dict[str, float]]:
         """``task.loss(self, batch) -> (loss, stats)``: the task, not the model, knows its loss."""
@@ -280,8 +312,16 @@ class UniterForPretraining(nn.Module):
         """sha256 over the prunable names and shapes: a ticket cut from another model will not match."""
         return model_fingerprint(self, scope)
 
-    def tie_weights(self) -> None:
-        """Make every alias in TIED_WEIGHTS the same Parameter as its owner; call after loading."""
+    def tie_weights(self, missing_keys: set[str] | None = None, recompute_mapping: bool = True) -> None:
+        """Make every alias in TIED_WEIGHTS the same Parameter as its owner; call after loading.
+
+        Replaces transformers' tying, with its signature (`post_init` and `from_pretrained` call it; the
+        latter's `missing_keys` loses the aliases here; the mapping is TIED_WEIGHTS, never recomputed):
+        that one also pads or cuts a tied module's `bias` to its weight's rows, which would turn
+        feat_regress.bias (img_dim entries; the weight is img_linear's, hidden x img_dim) into hidden_size.
+        """
         for alias, owner in TIED_WEIGHTS.items():
             module_name, _, param_name = alias.rpartition(".")
             setattr(self.get_submodule(module_name), param_name, self.get_parameter(owner))
+            if missing_keys is not None:
+                missing_keys.discard(alias)

@@ -8,14 +8,11 @@ over both images' pooled outputs joined for NLVR2, and over each region's output
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from torch import Tensor, nn
+from torch import nn
 
 from lottery.models.uniter.config import UniterConfig
+from lottery.models.uniter.finetuned_model import TaskModelCalls
 from lottery.models.uniter.modeling import UniterModel, init_weights
-from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
 
 # what each task's head reads and how many outputs it has (None: given by the answer vocabulary)
 HEAD_LAYOUT: dict[str, tuple[str, int | None]] = {
@@ -35,7 +32,24 @@ def mlp_head(in_dim: int, hidden: int, out_dim: int, eps: float) -> nn.Sequentia
     )
 
 
-class UniterForTask(nn.Module):
+def build_task_head(task: str, config: UniterConfig, num_outputs: int | None = None) -> nn.Sequential:
+    """The (undrawn) head of `task`; one place, because fine-tuning's UniterForTask and the transformers
+    class of a fine-tuned directory (models/uniter/finetuned_model.py) must build the very same modules."""
+    if task not in HEAD_LAYOUT:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(HEAD_LAYOUT)}")
+    reads, fixed = HEAD_LAYOUT[task]
+    outputs = fixed or num_outputs
+    if not outputs:
+        raise ValueError(f"task {task!r} needs num_outputs (the size of its answer vocabulary)")
+    hidden, eps = config.hidden_size, config.layer_norm_eps
+    if reads == "regions":
+        return mlp_head(hidden, hidden, 1, eps)
+    if reads == "pair":
+        return mlp_head(2 * hidden, hidden, outputs, eps)
+    return mlp_head(hidden, 2 * hidden, outputs, eps)
+
+
+class UniterForTask(TaskModelCalls, nn.Module):
     """``forward(batch, adapter)`` hands itself to the task adapter, which calls `uniter` and `head`.
 
     As with pre-training, going through ``forward`` keeps every call inside the engine's module call,
@@ -44,31 +58,7 @@ class UniterForTask(nn.Module):
 
     def __init__(self, config: UniterConfig, task: str, num_outputs: int | None = None) -> None:
         super().__init__()
-        if task not in HEAD_LAYOUT:
-            raise ValueError(f"unknown task {task!r}; known: {', '.join(HEAD_LAYOUT)}")
-        reads, fixed = HEAD_LAYOUT[task]
-        outputs = fixed or num_outputs
-        if not outputs:
-            raise ValueError(f"task {task!r} needs num_outputs (the size of its answer vocabulary)")
         self.config, self.task = config, task
         self.uniter = UniterModel(config)
-        hidden = config.hidden_size
-        if reads == "regions":
-            self.head = mlp_head(hidden, hidden, 1, config.layer_norm_eps)
-        elif reads == "pair":
-            self.head = mlp_head(2 * hidden, hidden, outputs, config.layer_norm_eps)
-        else:
-            self.head = mlp_head(hidden, 2 * hidden, outputs, config.layer_norm_eps)
+        self.head = build_task_head(task, config, num_outputs)  # after the backbone: a seed's draws as before
         self.head.apply(lambda m: init_weights(m, config.initializer_range))
-
-    def forward(self, batch: dict[str, Tensor], adapter: Any) -> tuple[Tensor, dict[str, float]]:
-        return adapter.loss(self, batch)
-
-    def pooled(self, sequence: Tensor) -> Tensor:
-        return self.uniter.pooler(sequence)
-
-    def prunable(self, scope: Sequence[str] = DEFAULT_SCOPE) -> list[str]:
-        return list(prunable_parameters(self, scope))
-
-    def fingerprint(self, scope: Sequence[str] = DEFAULT_SCOPE) -> str:
-        return model_fingerprint(self, scope)
