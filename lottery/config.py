@@ -2,15 +2,29 @@
 
 A run's identity is its resolved config, so everything a job does is written here, nested by concern
 (data, model, tasks, optimiser, training). ``load_config("pretrain-uniter-mini", ["train.steps=50"])``
-reads a shipped YAML (or a file path), applies the overrides in order, and checks every key and type,
-so a typo on the command line fails at once with the key's name instead of being silently ignored.
+reads a shipped YAML (or a file path), applies the overrides in order, and checks every key, type and
+value (the ``Annotated`` checks of config_checks.py: choices, ranges), so a typo or a nonsense value on
+the command line fails at once with the key's name instead of being silently ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from lottery.config_checks import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    Overrides,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Range,
+    Regexes,
+    Sparsity,
+    one_of,
+)
+from lottery.config_grid import AUTO_WORKERS, BASELINES, PipelineConfig, Task, check_grid  # noqa: F401
 
 # the loader lives in its own module; its names are part of this module's interface
 from lottery.config_loader import (  # noqa: F401
@@ -26,6 +40,16 @@ from lottery.config_loader import (  # noqa: F401
 )
 from lottery.config_loader import load_config as _load_config
 from lottery.data.examples import TASK_NAMES
+
+# the allowed values of the fields that name a choice (the modules that act on them hold the same lists)
+PRETRAIN_TASKS = ("itm", "mlm", "mrfr", "mrckl")  # lottery.tasks.pretrain.TASKS
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ZERO_STAGES = (0, 1, 2, 3)
+IMP_METHODS = ("imp", "oneshot", "random")  # lottery.imp.run.METHODS
+STARTS = ("theta0", "bert", "shuffled")  # lottery.train.starts.STARTS
+Objects = Annotated[int, Range(ge=1, le=10)]  # objects in a scene (lottery.data.world.SceneConfig)
+Mentions = Annotated[int, one_of(1, 2)]  # objects a caption names (lottery.data.captions)
+Beta = Annotated[float, Range(ge=0, lt=1)]
 
 NOT_IDENTITY = "not_identity"  # field metadata key: the value a run's identity view holds instead
 
@@ -58,11 +82,19 @@ class ScenePhase:
     sooner (docs/design.md, "Facts that shaped the design"). Each phase has its own shards directory.
     """
 
-    steps: int
-    min_objects: int = 1
-    max_objects: int = 1
-    mentions_per_caption: int = 1
-    train_samples: int = 5000
+    steps: PositiveInt
+    min_objects: Objects = 1
+    max_objects: Objects = 1
+    mentions_per_caption: Mentions = 1
+    train_samples: PositiveInt = 5000
+
+    def __post_init__(self) -> None:
+        _check_objects(self.min_objects, self.max_objects)
+
+
+def _check_objects(low: int, high: int) -> None:
+    if low > high:
+        raise ConfigError(f"min_objects={low} must be <= max_objects={high}")
 
 
 @dataclass(frozen=True)
@@ -70,17 +102,20 @@ class DataConfig:
     """Where the shards live and how they are read. ``dir`` is built (shapes world) if missing."""
 
     dir: str = "data/shapes"
-    seed: int = 0
-    train_samples: int = 20000
-    val_samples: int = 1000
-    samples_per_shard: int = 1000
-    feat_dim: int = 2048
-    min_objects: int = 3
-    max_objects: int = 10
-    mentions_per_caption: int = 2
-    max_text_len: int = 60
-    num_workers: int = 1
+    seed: NonNegativeInt = 0
+    train_samples: PositiveInt = 20000
+    val_samples: PositiveInt = 1000
+    samples_per_shard: PositiveInt = 1000
+    feat_dim: PositiveInt = 2048
+    min_objects: Objects = 3
+    max_objects: Objects = 10
+    mentions_per_caption: Mentions = 2
+    max_text_len: PositiveInt = 60
+    num_workers: NonNegativeInt = 1
     curriculum: tuple[ScenePhase, ...] = ()  # phases before the main scenes above; () = none
+
+    def __post_init__(self) -> None:
+        _check_objects(self.min_objects, self.max_objects)
 
 
 @dataclass(frozen=True)
@@ -95,44 +130,45 @@ class ModelConfig:
 class TasksConfig:
     """The pre-training objective: which tasks, in what ratio, and their masking rates."""
 
-    mix: dict[str, float] = field(default_factory=lambda: {"itm": 2.0, "mlm": 2.0, "mrfr": 1.0, "mrckl": 1.0})
-    mask_prob: float = 0.15
-    itm_neg_prob: float = 0.5
+    mix: dict[Annotated[str, one_of(*PRETRAIN_TASKS)], NonNegativeFloat] = field(
+        default_factory=lambda: {"itm": 2.0, "mlm": 2.0, "mrfr": 1.0, "mrckl": 1.0}
+    )
+    mask_prob: Probability = 0.15
+    itm_neg_prob: Probability = 0.5
     # Of the mismatched ITM pairs, the share made by reversing the caption's relation word (left <->
     # right, above <-> below) beside its own image instead of pairing it with another image: a
     # negative that only relations tell apart (0: UNITER's random images only).
-    itm_relation_neg_prob: float = added_later(0.0)
+    itm_relation_neg_prob: Probability = added_later(0.0)
     # The share made by changing the colour or shape of one object the caption mentions, so that no
     # object of its scene fits the phrase, beside its own image: a negative only word-to-region
     # binding tells apart (`lottery.tasks.binding`). At most 1 with the above.
-    itm_attribute_neg_prob: float = added_later(0.0)
-    wra_weight: float = 0.1  # word-region alignment (optimal transport) added to ITM, as in UNITER
+    itm_attribute_neg_prob: Probability = added_later(0.0)
+    wra_weight: NonNegativeFloat = 0.1  # word-region alignment (optimal transport) added to ITM, as in UNITER
 
     def __post_init__(self) -> None:
-        for name in ("mask_prob", "itm_neg_prob", "itm_relation_neg_prob", "itm_attribute_neg_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"tasks.{name} must be within [0, 1], got {getattr(self, name)}")
         if self.itm_relation_neg_prob + self.itm_attribute_neg_prob > 1.0:
             raise ConfigError(
-                "tasks.itm_relation_neg_prob + tasks.itm_attribute_neg_prob must be at most 1, got "
+                "itm_relation_neg_prob + itm_attribute_neg_prob must be at most 1, got "
                 f"{self.itm_relation_neg_prob} + {self.itm_attribute_neg_prob}"
             )
+        if not any(weight > 0 for weight in self.mix.values()):
+            raise ConfigError(f"mix: {self.mix} gives no task a positive ratio")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW as UNITER trains it: lr 5e-5, betas (0.9, 0.98), weight decay 0.01 except bias/LayerNorm."""
 
-    lr: float = 5e-5
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    grad_clip: float = 2.0
+    lr: PositiveFloat = 5e-5
+    betas: tuple[Beta, Beta] = (0.9, 0.98)
+    eps: PositiveFloat = 1e-6
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_steps: NonNegativeInt = 30
+    grad_clip: NonNegativeFloat = 2.0  # 0: no clipping
     # A separate lr for the parts a BERT does not give (image embeddings, pre-training heads) and the
     # pooler (MiniLM's was never trained: its weights are ~10x smaller than the encoder's); 0 = lr.
-    new_parts_lr: float = 0.0
-    new_parts: tuple[str, ...] = (
+    new_parts_lr: NonNegativeFloat = 0.0
+    new_parts: Regexes = (
         r"uniter\.img_embeddings\..*",
         r"uniter\.pooler\..*",
         r"cls\.predictions\.(transform\..*|bias)",
@@ -149,19 +185,19 @@ class TrainConfig:
     continues from there. For time-sliced jobs; 0 means run to ``steps``.
     """
 
-    steps: int = 300
-    batch_size: int = 16
-    grad_accum: int = 1
-    zero_stage: int = 2
+    steps: PositiveInt = 300
+    batch_size: PositiveInt = 16
+    grad_accum: PositiveInt = 1
+    zero_stage: Annotated[int, one_of(*ZERO_STAGES)] = 2
     ds_config: str = ""
-    precision: str = "auto"
-    seed: int = 0
-    log_every: int = placement(10, neutral=1)
-    val_every: int = placement(100, neutral=1)
-    val_batches: int = 16
+    precision: Annotated[str, one_of(*PRECISIONS)] = "auto"
+    seed: NonNegativeInt = 0
+    log_every: NonNegativeInt = placement(10, neutral=1)  # these three: 0 = only at the last step
+    val_every: NonNegativeInt = placement(100, neutral=1)
+    val_batches: NonNegativeInt = 16
     val_at_start: bool = True
-    ckpt_every: int = placement(100, neutral=1)
-    stop_after_steps: int = placement(0)
+    ckpt_every: NonNegativeInt = placement(100, neutral=1)
+    stop_after_steps: NonNegativeInt = placement(0)
 
 
 @dataclass(frozen=True)
@@ -180,8 +216,8 @@ class SparsityConfig:
 
     ticket: str = ""
     store: str = ""
-    scope: tuple[str, ...] = ()
-    verify_every: int = placement(100, neutral=0)
+    scope: Regexes = ()
+    verify_every: NonNegativeInt = placement(100, neutral=0)
 
 
 @dataclass(frozen=True)
@@ -237,17 +273,17 @@ class ImpSettings:
     scope, encoder Q/K/V, attention output, FFN in/out and the pooler); recorded in every ticket.
     """
 
-    method: str = "imp"
-    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
-    rewind_step: int = 0
-    seed: int = 0
-    objective: str = "pretrain"
-    task_overrides: tuple[str, ...] = ()
-    early_bird_every: int = 0
-    early_bird_threshold: float = 0.0
-    publish: dict[float, str] = placement(factory=dict)
+    method: Annotated[str, one_of(*IMP_METHODS)] = "imp"
+    schedule: tuple[float, ...] = DEFAULT_SCHEDULE  # checked whole by lottery.imp.run.check_config
+    rewind_step: NonNegativeInt = 0
+    seed: NonNegativeInt = 0
+    objective: Annotated[str, one_of("pretrain", *TASK_NAMES)] = "pretrain"
+    task_overrides: Overrides = ()
+    early_bird_every: NonNegativeInt = 0
+    early_bird_threshold: Probability = 0.0
+    publish: dict[Sparsity, str] = placement(factory=dict)
     store: str = placement("")
-    scope: tuple[str, ...] = ()
+    scope: Regexes = ()
 
 
 @dataclass(frozen=True)
@@ -262,7 +298,7 @@ class ImpConfig:
     runs_dir: str = placement("runs/imp", neutral="")
     # which theta0 enters the identity as its digest (`lottery.imp.state.run_identity`), not by name
     theta0: str = placement("pretrain-uniter-mini", neutral="")
-    theta0_overrides: tuple[str, ...] = placement(())
+    theta0_overrides: Overrides = placement(())
     tasks: TasksConfig = field(default_factory=TasksConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -275,14 +311,13 @@ class FinetuneData:
     splits after a seeded shuffle (0: all); ``negatives``: retrieval's other images per caption in
     training; ``val_images``: retrieval's evaluation grid (all captions of that many val images)."""
 
-    train_examples: int = 4000
-    train_images: int = (
-        2000  # examples only on the first N train images (sorted keys; 0: all): fewer shards read
-    )
-    val_examples: int = 500
-    negatives: int = 3
-    val_images: int = 25
-    seed: int = 0
+    train_examples: NonNegativeInt = 4000
+    # examples only on the first N train images (sorted keys; 0: all): fewer shards read
+    train_images: NonNegativeInt = 2000
+    val_examples: NonNegativeInt = 500
+    negatives: NonNegativeInt = 3
+    val_images: NonNegativeInt = 25
+    seed: NonNegativeInt = 0
 
 
 @dataclass(frozen=True)
@@ -296,10 +331,10 @@ class AdversarialConfig:
     """
 
     enabled: bool = False
-    steps: int = 3
-    step_size: float = 1e-3
-    norm_bound: float = 0.0
-    kl_weight: float = 1.5
+    steps: PositiveInt = 3
+    step_size: PositiveFloat = 1e-3
+    norm_bound: NonNegativeFloat = 0.0
+    kl_weight: NonNegativeFloat = 1.5
 
 
 def _finetune_optim() -> OptimConfig:
@@ -320,15 +355,17 @@ class FinetuneConfig:
     """
 
     runs_dir: str = placement("runs/finetune", neutral="")
-    task: str = "vqa"
+    task: Task = "vqa"
     theta0: str = "pretrain-uniter-mini"
-    theta0_overrides: tuple[str, ...] = ()
-    init: str = "theta0"
-    init_seed: int = 0
+    theta0_overrides: Overrides = ()
+    init: Annotated[str, one_of(*STARTS)] = "theta0"
+    init_seed: NonNegativeInt = 0
     ticket: str = "dense"
     store: str = ""
-    scope: tuple[str, ...] = ()  # as sparsity.scope: empty takes the ticket's own
-    verify_every: int = placement(100, neutral=0)  # as sparsity.verify_every (checks also run at the end)
+    scope: Regexes = ()  # as sparsity.scope: empty takes the ticket's own
+    verify_every: NonNegativeInt = placement(
+        100, neutral=0
+    )  # as sparsity.verify_every (checks also run at the end)
     save_model: bool = placement(True)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     data: FinetuneData = field(default_factory=FinetuneData)
@@ -339,47 +376,3 @@ class FinetuneConfig:
 def load_config(name_or_file: str | None, overrides: list[str] = (), cls: type = PretrainConfig):
     """Read a YAML config (or start from the defaults when None), apply overrides, type-check it."""
     return _load_config(name_or_file, overrides, cls)
-
-
-BASELINES = ("random", "bert", "shuffled")
-
-
-def check_grid(
-    tasks: Sequence[str],
-    task_overrides: Mapping[str, object],
-    baselines: Sequence[str],
-    ranks: int,
-    workers: int,
-) -> None:
-    """The checks a study of fine-tunes (the pipeline's, `lottery reproduce`'s) needs before it starts."""
-    unknown = [t for t in (*tasks, *task_overrides) if t not in TASK_NAMES]
-    if unknown:
-        raise ConfigError(f"tasks: {', '.join(map(repr, unknown))} not among {', '.join(TASK_NAMES)}")
-    bad = [b for b in baselines if b not in BASELINES]
-    if bad:
-        raise ConfigError(f"baselines: {', '.join(map(repr, bad))} not among {', '.join(BASELINES)}")
-    if ranks < 1 or workers < 0:
-        raise ConfigError(f"ranks must be >= 1 and workers >= 0 (0: one per GPU) (got {ranks}, {workers})")
-
-
-AUTO_WORKERS = 0  # `workers=0`: one fine-tune worker per visible GPU (two on a CPU-only machine)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """What the pipeline runs. ``finetune_overrides`` apply to every fine-tune, then ``task_overrides[task]``
-    to that task's. ``baselines`` adds the paper's Table 1 rows at the sparsest published ticket, on
-    every task: ``random`` (a seeded random ticket of that sparsity, cut from theta0 and stored as
-    ``<alias>-random``), ``bert`` and ``shuffled`` (the IMP ticket on theta0' and theta0'').
-    ``workers`` = 0 (the default) is one fine-tune worker per visible GPU, or 2 without a GPU."""
-
-    imp: str = "imp-uniter-mini"
-    imp_overrides: tuple[str, ...] = ()
-    ranks: int = 2
-    workers: int = AUTO_WORKERS
-    tasks: tuple[str, ...] = TASK_NAMES
-    finetune: str = ""
-    finetune_overrides: tuple[str, ...] = ()
-    task_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    baselines: tuple[str, ...] = ()
-    report_dir: str = "runs/report"

@@ -1,7 +1,9 @@
 """Reading a config: YAML (a shipped name or a file) + ``key=value`` overrides -> a checked dataclass.
 
-Every key and type is checked against the dataclass, and the error names the key, so a typo on the
-command line fails at once instead of being silently ignored. The schema itself is lottery/config.py.
+Every key, type and value is checked against the dataclass (a field's ``Annotated`` checks, see
+config_checks.py), and the error names the key, so a typo on the command line fails at once instead of
+being silently ignored. A file or override that is not YAML is refused the same way, in one line. The
+schema itself is lottery/config.py.
 """
 
 from __future__ import annotations
@@ -29,8 +31,18 @@ class ConfigError(ValueError):
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
-    """Turn a YAML/command-line value into the annotated type, or raise naming the key."""
+    """Turn a YAML/command-line value into the annotated type, or raise naming the key.
+
+    ``Annotated[int, Range(ge=1)]``: the value is coerced to ``int``, then every check of the
+    annotation that has a ``check(value, key)`` runs on it.
+    """
     origin = typing.get_origin(kind)
+    if origin is typing.Annotated:
+        base, *checks = typing.get_args(kind)
+        coerced = _coerce(value, base, key)
+        for check in checks:
+            check.check(coerced, key)
+        return coerced
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -76,19 +88,27 @@ def _field_default(spec: dataclasses.Field) -> Any:
     return None
 
 
+def _is_required(spec: dataclasses.Field) -> bool:
+    return spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
     """`cls` from `values`; keys not given keep `base`'s values, or the field defaults.
 
     A section given in part (``train.steps=60`` alone) is laid over that section's default, so a
     config whose default section differs from the section class's (a fine-tune's ``train``) keeps it.
     """
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     specs = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(specs))
     if unknown:
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(specs)}"
         )
+    if base is None:
+        missing = [n for n, f in specs.items() if n not in values and _is_required(f)]
+        if missing:
+            raise ConfigError(f"{', '.join(prefix + m for m in missing)}: required, and not given")
     built = {}
     for key, value in values.items():
         kind = hints[key]
@@ -97,7 +117,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "", base: Any = None
             built[key] = _build(kind, value, f"{prefix}{key}.", under)
         else:
             built[key] = _coerce(value, kind, prefix + key)
-    return dataclasses.replace(base, **built) if base is not None else cls(**built)
+    try:
+        return dataclasses.replace(base, **built) if base is not None else cls(**built)
+    except ConfigError as err:  # a check of __post_init__ that relates fields names them, not the section
+        raise ConfigError(f"{prefix[:-1]}: {err}" if prefix else str(err)) from None
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -115,7 +138,33 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not key=value (e.g. train.steps=50)")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key.strip(), ""
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {yaml_problem(err)}") from None
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: what it was parsing, the problem, and where (line, column)."""
+    parts = [getattr(err, "context", None), getattr(err, "problem", None)]
+    text = ", ".join(p for p in parts if p) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else text
+
+
+def read_yaml(path: Path | Traversable) -> dict[str, Any]:
+    """A config file's top-level mapping (empty file: {}); anything else is a `ConfigError` naming it."""
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read ({err})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config keys, got {type(loaded).__name__}")
+    return loaded
 
 
 def config_path(name_or_file: str) -> Path | Traversable:
@@ -127,7 +176,9 @@ def config_path(name_or_file: str) -> Path | Traversable:
     path = Path(name_or_file)
     if path.suffix in {".yaml", ".yml"} or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(
+                f"config file {path} " + ("is not a file" if path.exists() else "does not exist")
+            )
         return path
     try:
         return shipped_file(CONFIGS, name_or_file, ".yaml")
@@ -139,13 +190,7 @@ def config_path(name_or_file: str) -> Path | Traversable:
 
 def load_config(name_or_file: str | None, overrides: list[str], cls: type) -> Any:
     """Read a YAML config (or start from the defaults when None), apply overrides, type-check it."""
-    tree: dict[str, Any] = {}
-    if name_or_file:
-        path = config_path(name_or_file)
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        tree = loaded
+    tree = read_yaml(config_path(name_or_file)) if name_or_file else {}
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from lottery.config import AUTO_WORKERS, BASELINES, DEFAULT_SCHEDULE, ConfigError, check_grid
+from lottery.config import AUTO_WORKERS, BASELINES, DEFAULT_SCHEDULE, ConfigError, Task, check_grid
+from lottery.config_checks import NonNegativeInt, Overrides, PositiveInt, Range, Sparsity
+from lottery.config_grid import Baseline
 from lottery.data.examples import TASK_NAMES
 
 UNIVERSAL_SPARSITIES = (0.5, 0.6, 0.7, 0.8)
@@ -27,21 +30,21 @@ class ReproduceConfig:
     """
 
     imp: str = "imp-uniter-mini"
-    imp_overrides: tuple[str, ...] = ()
-    task_imp_overrides: tuple[str, ...] = ()
-    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
-    theta0_seeds: tuple[int, ...] = (0, 1, 2)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    transfer_seeds: int = 1
-    tasks: tuple[str, ...] = TASK_NAMES
-    universal: tuple[float, ...] = UNIVERSAL_SPARSITIES
-    transfer_sparsity: float = 0.7
-    keep: float = 0.99
-    baselines: tuple[str, ...] = BASELINES
-    finetune_overrides: tuple[str, ...] = ()
-    task_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    ranks: int = 2
-    workers: int = AUTO_WORKERS
+    imp_overrides: Overrides = ()
+    task_imp_overrides: Overrides = ()
+    schedule: tuple[Sparsity, ...] = DEFAULT_SCHEDULE
+    theta0_seeds: tuple[NonNegativeInt, ...] = (0, 1, 2)
+    seeds: tuple[NonNegativeInt, ...] = (0, 1, 2)
+    transfer_seeds: PositiveInt = 1
+    tasks: tuple[Task, ...] = TASK_NAMES
+    universal: tuple[Sparsity, ...] = UNIVERSAL_SPARSITIES
+    transfer_sparsity: Sparsity = 0.7
+    keep: Annotated[float, Range(gt=0, le=1)] = 0.99
+    baselines: tuple[Baseline, ...] = BASELINES
+    finetune_overrides: Overrides = ()
+    task_overrides: dict[Task, Overrides] = field(default_factory=dict)
+    ranks: PositiveInt = 2
+    workers: NonNegativeInt = AUTO_WORKERS
     family: str = "uniter-mini"
 
     def __post_init__(self) -> None:

@@ -3,26 +3,27 @@
 The optimiser is a torch ``AdamW`` handed to DeepSpeed as the client optimiser rather than named in
 the JSON: a DeepSpeed "AdamW" would JIT-build ``fused_adam`` (about 70 s on CPU here) and behaves the
 same. The JSON files in ``lottery/ds_configs/`` hold only the ZeRO layout; batch sizes, accumulation, clipping
-and precision come from the run config, so one run config cannot disagree with its DeepSpeed config.
+and precision come from the run config, and a user's JSON that disagrees with it is refused (ds_json.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from lottery.config import ConfigError, OptimConfig, TrainConfig
-from lottery.resources import DS_CONFIGS, NotShipped, shipped_file
+from lottery.config import PRECISIONS, ConfigError, OptimConfig, TrainConfig
 
-if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# the JSON's reading and filling live in their own module; their names are part of this module's interface
+from lottery.train.ds_json import (  # noqa: F401
+    FP16_SECTION,
+    ds_config_path,
+    fill_ds_config,
+    read_ds_json,
+    requested_precision,
+)
 
 
 def resolve_precision(requested: str, cuda: bool, bf16_supported: bool, fp16_supported: bool) -> str:
@@ -59,55 +60,17 @@ def device_precision_support() -> tuple[bool, bool, bool]:
     return cuda, bool(accelerator.is_bf16_supported()), bool(accelerator.is_fp16_supported())
 
 
-# fp16: dynamic loss scaling as DeepSpeed recommends (start at 2**16, halve on overflow, grow every 1000)
-FP16_SECTION = {
-    "enabled": True,
-    "loss_scale": 0,
-    "initial_scale_power": 16,
-    "loss_scale_window": 1000,
-    "hysteresis": 2,
-    "min_loss_scale": 1,
-}
-
-
-def ds_config_path(train: TrainConfig) -> Path | Traversable:
-    """``train.ds_config`` as a file path or a shipped name (``lottery/ds_configs/``); empty = ``zero<stage>``.
-
-    A ``.json`` name that is a file is the user's own layout; anything else is looked up among the
-    layouts shipped inside the package (lottery.resources), so ``zero3_offload`` works from any
-    working directory and from an installed wheel, which has no repository around it.
-    """
-    name = train.ds_config or f"zero{train.zero_stage}"
-    path = Path(name)
-    if path.suffix == ".json" and path.is_file():
-        return path
-    try:
-        return shipped_file(DS_CONFIGS, name, ".json")
-    except NotShipped as err:
-        raise ConfigError(
-            f"train.ds_config={name!r}: no such file and not one of the shipped layouts {err.known}"
-        ) from None
-
-
-def build_ds_config(train: TrainConfig, optim: OptimConfig, precision: str) -> dict[str, Any]:
+def build_ds_config(
+    train: TrainConfig,
+    optim: OptimConfig,
+    precision: str,
+    *,
+    world: int | None = None,
+    hidden_size: int | None = None,
+) -> dict[str, Any]:
     """The DeepSpeed config dict: the ZeRO layout from the JSON, everything else from the run config."""
-    path = ds_config_path(train)
-    try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-    ds.pop("_comment", None)
-    stage = ds.get("zero_optimization", {}).get("stage", 0)
-    if train.ds_config and stage != train.zero_stage:
-        raise ConfigError(f"{path} sets ZeRO stage {stage} but train.zero_stage={train.zero_stage}")
-    ds.update(
-        train_micro_batch_size_per_gpu=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum,
-        gradient_clipping=optim.grad_clip,
-        bf16={"enabled": precision == "bf16"},
-        fp16=FP16_SECTION if precision == "fp16" else {"enabled": False},
-    )
-    return ds
+    path, ds = read_ds_json(train)
+    return fill_ds_config(ds, path, train, optim, precision, world=world, hidden_size=hidden_size)
 
 
 def param_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
@@ -158,7 +121,14 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig):
     """
     import deepspeed
 
-    precision = resolve_precision(train.precision, *device_precision_support())
+    from lottery import dist
+
+    path, ds = read_ds_json(train)
+    requested, source = requested_precision(train, ds, path)
+    precision = resolve_precision(requested, *device_precision_support())
+    if source != "train.precision" and dist.is_main():
+        print(f"lottery: train.precision=auto takes {precision} from {source}", flush=True)
+    hidden_size = getattr(getattr(model, "config", None), "hidden_size", None)
     optimizer = torch.optim.AdamW(param_groups(model, optim), lr=optim.lr, betas=optim.betas, eps=optim.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(optim.warmup_steps, train.steps)
@@ -167,6 +137,8 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig):
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=build_ds_config(train, optim, precision),
+        config=fill_ds_config(
+            ds, path, train, optim, precision, world=dist.world_size(), hidden_size=hidden_size
+        ),
     )
     return engine, precision

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lottery.config import CONFIG_DIR, FinetuneConfig, load_config
+from lottery.data.examples import TASK_NAMES
 
 
 def shipped_name(task: str) -> str | None:
@@ -21,3 +22,8 @@ def shipped_name(task: str) -> str | None:
 def task_config(task: str, config: str | None = None, overrides: Sequence[str] = ()) -> FinetuneConfig:
     """The fine-tune config of `task`: `config` (a name or file) or the task's shipped one, then overrides."""
     return load_config(config or shipped_name(task), [f"task={task}", *overrides], cls=FinetuneConfig)
+
+
+def task_of(name: str) -> str | None:
+    """The task whose shipped fine-tune config `name` is (``finetune-refcocoplus`` -> ``refcoco+``), or None."""
+    return next((task for task in TASK_NAMES if shipped_name(task) == name), None)

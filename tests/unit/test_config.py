@@ -65,5 +65,5 @@ def test_a_partial_section_override_keeps_that_sections_own_defaults():
     "key", ["mask_prob", "itm_neg_prob", "itm_relation_neg_prob", "itm_attribute_neg_prob"]
 )
 def test_a_task_probability_outside_0_1_is_refused_naming_it(key):
-    with pytest.raises(ConfigError, match=f"tasks.{key} must be within"):
+    with pytest.raises(ConfigError, match=rf"tasks.{key}: 1.5 must be within \[0, 1\]"):
         load_config(None, [f"tasks.{key}=1.5"], cls=PretrainConfig)

@@ -76,14 +76,14 @@ def test_a_stop_signal_is_held_until_the_step_boundary_and_the_old_handler_comes
 
 
 def test_the_cli_catches_stop_signals_for_training_commands_from_the_start(monkeypatch):
-    from lottery import cli
+    from lottery import cli, cli_commands
     from lottery.train import step
 
     monkeypatch.setattr(step, "_received", [])
     installed = []
     monkeypatch.setattr(step, "install_stop_handlers", lambda: installed.append(True) or True)
-    monkeypatch.setattr(cli, "_pretrain", lambda args: None)
-    monkeypatch.setattr(cli, "_report", lambda args: None)
+    monkeypatch.setattr(cli_commands, "pretrain", lambda args: None)
+    monkeypatch.setattr(cli_commands, "report", lambda args: None)
     cli.main(["pretrain"])
     assert installed == [True]
     cli.main(["report", "nowhere", "--out", "nowhere"])

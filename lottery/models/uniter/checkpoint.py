@@ -166,7 +166,8 @@ def read_weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
         raise ModelDirError(f"{weights_path}: not a readable safetensors file: {err}") from err
 
 
-def _refuse_finetuned(model_dir: Path) -> None:
+def refuse_finetuned(model_dir: Path) -> None:
+    """A `ModelDirError` if `model_dir` is a fine-tuned one: what needs the pre-training heads says so first."""
     from lottery.models.uniter.finetuned import task_head
 
     head = task_head(model_dir)
@@ -183,7 +184,7 @@ def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
     A fine-tuned directory (a task head, no pre-training heads) is refused, naming `from_finetuned`.
     """
     config = load_config(model_dir)
-    _refuse_finetuned(Path(model_dir))
+    refuse_finetuned(Path(model_dir))
     weights_path = Path(model_dir) / WEIGHTS_FILE
     tensors = read_weights(model_dir)
 
