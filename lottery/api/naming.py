@@ -15,6 +15,7 @@ from torch import nn
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import parameter_shape
 from lottery.tickets.format import Ticket, TicketError
+from lottery.tickets.renaming import RenameCollision, rename_all, renamed
 
 TicketLike = Ticket | MaskSet
 _SHOWN = 5  # names listed in a mismatch message before "+N more"
@@ -36,14 +37,6 @@ def describe(ticket: TicketLike) -> str:
     return f"MaskSet {ticket.fingerprint[:12]}"
 
 
-def renamed(name: str, rename: Mapping[str, str]) -> str:
-    """`name` with its longest prefix that is a key of `rename` replaced by that key's value."""
-    for prefix in sorted(rename, key=len, reverse=True):
-        if name.startswith(prefix):
-            return rename[prefix] + name[len(prefix) :]
-    return name
-
-
 def bind_masks(
     ticket: TicketLike, params: Mapping[str, nn.Parameter], rename: Mapping[str, str] | None = None
 ) -> tuple[MaskSet, dict[str, nn.Parameter]]:
@@ -55,15 +48,10 @@ def bind_masks(
     """
     masks = ticket_masks(ticket)
     rename = dict(rename or {})
-    by_model_name: dict[str, str] = {}  # model name -> ticket name
-    for name in masks.masks:
-        target = renamed(name, rename)
-        if target in by_model_name:
-            raise TicketMismatch(
-                f"{describe(ticket)}: rename={rename} maps both {by_model_name[target]} and {name} onto "
-                f"{target}; give prefixes that keep the names apart"
-            )
-        by_model_name[target] = name
+    try:
+        by_model_name = rename_all(masks.masks, rename)  # model name -> ticket name
+    except RenameCollision as err:
+        raise TicketMismatch(f"{describe(ticket)}: {err}") from None
     missing = [target for target in by_model_name if target not in params]
     shapes = [
         (target, tuple(masks.masks[name].shape), parameter_shape(params[target]))

@@ -202,7 +202,7 @@ def add_ticket_commands(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         type=_rename,
         metavar="OLD=NEW",
-        help="rename parameter-name prefix OLD to NEW, e.g. uniter.=bert. (repeat; the first match applies)",
+        help="rename parameter-name prefix OLD to NEW, e.g. uniter.=bert. (repeat; the longest matching OLD applies)",
     )
 
     publish = command("publish", _cmd_publish, "put an IMP run's round closest to a sparsity under an alias")

@@ -34,6 +34,7 @@ from safetensors.torch import save
 
 from lottery.files import write_bytes_atomic
 from lottery.tickets.format import ticket_metadata
+from lottery.tickets.renaming import RenameCollision, rename_all, unused_prefixes
 
 if TYPE_CHECKING:
     from lottery.tickets import Ticket, TicketStore
@@ -72,7 +73,7 @@ def export_bytes(
     ticket: Ticket, fmt: str, *, packed: bool = False, renames: Sequence[tuple[str, str]] = ()
 ) -> bytes:
     """The safetensors bytes of `ticket` in format `fmt` (see the module docstring)."""
-    names = renamed(list(ticket.masks.masks), renames, f"ticket {ticket.id[:12]}")
+    names = export_names(ticket, renames)
     suffix = _PRUNE_SUFFIX if fmt == "torch-prune" else ""
     if fmt == "torch-prune":
         _check_module_paths(names, ticket)
@@ -107,44 +108,28 @@ def export_metadata(
     }
 
 
-def renamed(names: Sequence[str], renames: Sequence[tuple[str, str]], what: str) -> dict[str, str]:
-    """name -> new name: each name takes the first of `renames` (OLD, NEW) whose OLD it starts with.
-
-    A rename that renames nothing is refused (a typo would otherwise export the names unchanged, and
-    nothing would match the other model), and so are two names renamed to one. `what` names the
-    ticket in messages.
-    """
-    mapping: dict[str, str] = {}
-    used: set[int] = set()
-    for name in names:
-        mapping[name] = name
-        for index, (old, new) in enumerate(renames):
-            if name.startswith(old):
-                mapping[name] = new + name[len(old) :]
-                used.add(index)
-                break
-    for index, (old, new) in enumerate(renames):
-        if index in used:
-            continue
-        if any(name.startswith(old) for name in names):
-            raise ValueError(
-                f"--rename {old}={new}: every name starting with {old!r} is already renamed by an earlier "
-                "--rename; drop it or put it first"
-            )
+def export_names(ticket: Ticket, renames: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """ticket name -> exported name under `renames` ((OLD, NEW) pairs, the longest OLD a name starts
+    with applies: tickets/renaming.py). A rename that renames nothing is refused (a typo would otherwise
+    export the names unchanged, and nothing would match the other model), and so are an OLD given twice
+    and two names renamed to one."""
+    rename = dict(renames)
+    if len(rename) != len(renames):
+        twice = next(old for old, _ in renames if sum(o == old for o, _ in renames) > 1)
+        raise ValueError(f"--rename {twice}=...: given more than once; give each prefix one new name")
+    names = list(ticket.masks.masks)
+    unused = unused_prefixes(names, rename)
+    if unused:
         starts = sorted({name.split(".", 1)[0] + "." for name in names})
         raise ValueError(
-            f"--rename {old}={new}: no parameter name of {what} starts with {old!r}; its names start "
-            f"with {', '.join(starts)}"
+            f"--rename {unused[0]}={rename[unused[0]]}: no parameter name of ticket {ticket.id[:12]} starts "
+            f"with {unused[0]!r}; its names start with {', '.join(starts)}"
         )
-    by_new: dict[str, str] = {}
-    for name, new in mapping.items():
-        if new in by_new:
-            raise ValueError(
-                f"--rename: {by_new[new]} and {name} would both be named {new}; give renames that keep "
-                "the names apart"
-            )
-        by_new[new] = name
-    return mapping
+    try:
+        by_new = rename_all(names, rename)
+    except RenameCollision as err:
+        raise ValueError(f"--rename: {err}") from None
+    return {name: new for new, name in by_new.items()}
 
 
 def _check_module_paths(names: Mapping[str, str], ticket: Ticket) -> None:

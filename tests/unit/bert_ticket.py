@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 from transformers import BertConfig, BertForSequenceClassification
 
-from lottery.api.naming import renamed
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE, prunable_parameters
 from lottery.tickets import TicketMeta
+from lottery.tickets.renaming import renamed
 
 ENCODER_SCOPE = DEFAULT_SCOPE[:4]  # the encoder's Q/K/V, attention output and FFN weights; no pooler
 RENAME = {"uniter.": "bert."}

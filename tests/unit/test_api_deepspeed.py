@@ -15,8 +15,8 @@ from bert_ticket import RENAME, batch, pruned_nonzero, tiny_bert, uniter_ticket
 from conftest import free_port
 
 from lottery.api import TicketMismatch, keep_ticket_on_engine
-from lottery.api.naming import renamed
 from lottery.sparsity.maskset import MaskSet
+from lottery.tickets.renaming import renamed
 
 STEPS = 3
 

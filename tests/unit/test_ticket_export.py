@@ -235,7 +235,7 @@ def test_renames_that_would_give_two_parameters_one_name_are_refused(capsys, tmp
     )
     assert code == 2 and err.count("\n") == 1
     assert (
-        "uniter.encoder.layer.0.output.dense.weight and uniter.pooler.dense.weight would both be named x.weight"
+        "maps both uniter.encoder.layer.0.output.dense.weight and uniter.pooler.dense.weight onto x.weight"
         in err
     )
 
