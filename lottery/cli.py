@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)  # before any heavy import: a usage error answers at once
     with exit_on_expected_failure():
+        from lottery import logs
+
+        logs.configure()  # the job log: once per process, by rank
         prepare = getattr(args, "prepare", None)
         args.prepared = prepare(args) if prepare is not None else None
         if args.command in TRAINING_COMMANDS:

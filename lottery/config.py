@@ -47,6 +47,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ZERO_STAGES = (0, 1, 2, 3)
 IMP_METHODS = ("imp", "oneshot", "random")  # lottery.imp.run.METHODS
 STARTS = ("theta0", "bert", "shuffled")  # lottery.train.starts.STARTS
+REPORT_TO = (
+    "none",
+    "tensorboard",
+    "wandb",
+    "csv",
+)  # where curves go besides metrics.jsonl (lottery.train.trackers)
 Objects = Annotated[int, Range(ge=1, le=10)]  # objects in a scene (lottery.data.world.SceneConfig)
 Mentions = Annotated[int, one_of(1, 2)]  # objects a caption names (lottery.data.captions)
 Beta = Annotated[float, Range(ge=0, lt=1)]
@@ -54,7 +60,9 @@ Beta = Annotated[float, Range(ge=0, lt=1)]
 NOT_IDENTITY = "not_identity"  # field metadata key: the value a run's identity view holds instead
 
 
-def placement(default: Any = MISSING, *, factory: Any = MISSING, neutral: Any = MISSING) -> Field:
+def placement(
+    default: Any = MISSING, *, factory: Any = MISSING, neutral: Any = MISSING, added: bool = False
+) -> Field:
     """A field that says where a run lives or how often it reports, not what it computes.
 
     Such fields are left out of a run's identity (`lottery.run_record.identity_view` puts `neutral`,
@@ -64,6 +72,8 @@ def placement(default: Any = MISSING, *, factory: Any = MISSING, neutral: Any = 
     if neutral is MISSING:
         neutral = factory() if factory is not MISSING else default
     metadata = {NOT_IDENTITY: neutral}
+    if added:  # added after runs were first named: digests leave its neutral value out (see `added_later`)
+        metadata[ADDED] = neutral
     if factory is not MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -191,6 +201,8 @@ class TrainConfig:
     zero_stage: Annotated[int, one_of(*ZERO_STAGES)] = 2
     ds_config: str = ""
     precision: Annotated[str, one_of(*PRECISIONS)] = "auto"
+    # where training curves go besides metrics.jsonl (lottery.train.trackers): a view, not the run's identity
+    report_to: Annotated[str, one_of(*REPORT_TO)] = placement("none", added=True)
     seed: NonNegativeInt = 0
     log_every: NonNegativeInt = placement(10, neutral=1)  # these three: 0 = only at the last step
     val_every: NonNegativeInt = placement(100, neutral=1)

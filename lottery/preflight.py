@@ -68,10 +68,15 @@ def check_ticket(ref: str, store: str, key: str) -> None:
 
 
 def check_train(train: TrainConfig, optim: Any) -> None:
-    """The DeepSpeed JSON and precision requests against the run config (lottery.train.ds_json)."""
-    from lottery.train.ds_json import check_ds_config
+    """The DeepSpeed JSON and precision requests against the run config (lottery.train.ds_json), and
+    the tracker: its package installed, no other monitor enabled in the JSON (lottery.train.trackers)."""
+    from lottery.train.ds_json import check_ds_config, read_ds_json
+    from lottery.train.trackers import check_tracker, monitor_sections
 
     check_ds_config(train, optim)
+    check_tracker(train.report_to)
+    path, ds = read_ds_json(train)
+    monitor_sections(train.report_to, Path("run"), ds, path)
 
 
 def check_pretrain(config: PretrainConfig) -> None:

@@ -18,6 +18,7 @@ the lock removes the directories the lock itself created, if they are still empt
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -28,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lottery.files import write_json_atomic
+
+log = logging.getLogger("lottery.run_lock")
 
 LOCK_NAME = ".lock"
 HEARTBEAT_S = 30.0
@@ -172,7 +175,7 @@ def holding(run_dir: Path) -> Iterator[None]:
     def take() -> None:
         lock.acquire()
         if lock.took_over:
-            print(f"{run_dir}: took over the lock of a job that is gone ({lock.took_over})", flush=True)
+            log.info(f"{run_dir}: took over the lock of a job that is gone ({lock.took_over})")
 
     dist.on_main(take, what="run_lock")
     try:

@@ -157,6 +157,14 @@ def quick_overrides(run_dir: Path, shapes_dir: Path, model_dir: Path, **extra: o
     return [f"{key}={value}" for key, value in values.items()]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def job_log() -> None:
+    """The job log as the command configures it (lottery.logs), so in-process runs print what they would."""
+    from lottery import logs
+
+    logs.configure()
+
+
 @pytest.fixture(scope="session")
 def theta0_cache(tmp_path_factory) -> Path:
     """One theta0 cache for the session: jobs that need theta0 build the 4-step one once."""

@@ -14,6 +14,7 @@ no rewind point stops instead of rewinding to something round 0 never was.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import torch
 
 from lottery import dist
 from lottery.sparsity.maskset import MaskSet
+
+log = logging.getLogger("lottery.imp.rewind")
 
 MARKER = "rewind.json"
 
@@ -48,10 +51,9 @@ def check_rewind(engine, masks: MaskSet, start_model: Path, index: int) -> None:
                 worst = max(worst, float((piece.weights.float() - expected).abs().max()))
     worst = float(dist.all_gather_tensor(torch.tensor([worst])).max())
     if dist.is_main():
-        print(
+        log.info(
             f"IMP round {index} starts from {start_model}: largest |weight - start * mask| over the "
-            f"prunable weights ({str(working).removeprefix('torch.')} engine) = {worst:.3g}",
-            flush=True,
+            f"prunable weights ({str(working).removeprefix('torch.')} engine) = {worst:.3g}"
         )
     if worst != 0.0:
         raise RuntimeError(f"IMP round {index} did not start from the rewind point (max diff {worst})")
@@ -110,7 +112,7 @@ def _write_rewind_point(state: dict, theta0_model: Path, directory: Path, rewind
     with atomic_directory(target, replace=True) as partial:
         write_model_files(model, partial, tokenizer_files(theta0_model))
         (partial / MARKER).write_text(json.dumps(wanted, sort_keys=True))
-    print(f"rewind point: the weights at step {rewind_step} -> {target}", flush=True)
+    log.info(f"rewind point: the weights at step {rewind_step} -> {target}")
 
 
 def save_rewind_point(engine, theta0_model: Path, directory: Path, rewind_step: int) -> None:

@@ -201,7 +201,7 @@ class ImpRun:
             self._check_world_size(state, index)
             stop = self._state().early_stops.get(str(index))
             if dist.is_main():
-                print(f"IMP round {index} of {self.rounds - 1}: {self._round_label(index)}", flush=True)
+                log.info(f"IMP round {index} of {self.rounds - 1}: {self._round_label(index)}")
             if self.config.imp.objective == "pretrain":
                 pretrain(self.round_config(index), keep_process_group=True, hooks=self._hooks(index, stop))
             else:
@@ -234,11 +234,10 @@ class ImpRun:
         """Rank 0's part of _check_world_size: restart the round if need be, and record it in flight."""
         world = dist.world_size()
         if state.in_flight == index and state.in_flight_world_size not in (None, world):
-            print(
+            log.info(
                 f"IMP round {index} was begun on {state.in_flight_world_size} rank(s), this job has "
                 f"{world}: its checkpoint is specific to the world size, so round {index} restarts "
-                "from its start (finished rounds keep their masks)",
-                flush=True,
+                "from its start (finished rounds keep their masks)"
             )
             shutil.rmtree(self.round_dir(index), ignore_errors=True)
             state.early_stops.pop(str(index), None)
@@ -288,10 +287,9 @@ class ImpRun:
                 return False
             if index == 0 and step < imp.rewind_step:
                 if dist.is_main():
-                    print(
+                    log.info(
                         f"IMP round 0: early-bird mask settled at step {step}, the round goes on to "
-                        f"the rewind step {imp.rewind_step}",
-                        flush=True,
+                        f"the rewind step {imp.rewind_step}"
                     )
                 return False
             dist.on_main(lambda: self._record_early_stop(index, step), what="imp.early_stop")
@@ -310,10 +308,7 @@ class ImpRun:
         state = ImpState.load(self.directory, self.theta0_digest)
         state.early_stops[str(index)] = step
         state.save(self.directory)
-        print(
-            f"IMP round {index}: early-bird mask settled at step {step} of {self.config.train.steps}",
-            flush=True,
-        )
+        log.info(f"IMP round {index}: early-bird mask settled at step {step} of {self.config.train.steps}")
 
     def _check_rewind(self, engine, index: int) -> None:
         check_rewind(engine, self._current_masks(engine, index), self.start_model(index), index)
@@ -340,7 +335,7 @@ class ImpRun:
         """Rank 0's part of _prune_after: the new tickets, then round.json (which marks them all put)."""
         for target_round, masks in made.items():
             ticket = self.masks.put(masks, self.meta(target_round), alias=round_alias(target_round))
-            print(f"  mask {round_alias(target_round)}: {masks.sparsity:.2%} sparse, ticket {ticket[:12]}")
+            log.info(f"  mask {round_alias(target_round)}: {masks.sparsity:.2%} sparse, ticket {ticket[:12]}")
         record: dict[str, object] = {"round": index, "sparsity": current.sparsity}
         if index + 1 in made:
             record["hamming_to_next"] = made[index + 1].hamming(current) / current.total

@@ -9,6 +9,7 @@ DONE, fine-tunes by theirs), so the same command continues a study that was stop
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -19,9 +20,11 @@ from lottery.files import write_text_atomic
 from lottery.study import plan
 from lottery.study.config import ReproduceConfig
 
+log = logging.getLogger("lottery.study.run")
+
 
 def _say(text: str) -> None:
-    print(f"reproduce: {text}", flush=True)
+    log.info(f"reproduce: {text}")
 
 
 def _theta0_stage(config: ReproduceConfig, out: Path) -> list[Path]:

@@ -6,11 +6,14 @@ published ``uniter-mini/pretrain/s60`` is exactly round N of run R.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 from lottery.tickets import TicketError, TicketStore, default_root
 from lottery.tickets.alias_lock import ANY, AliasTaken
+
+log = logging.getLogger("lottery.tickets.publish")
 
 
 def closest_round(run_dir: Path, sparsity: float) -> tuple[str, float]:
@@ -40,7 +43,7 @@ def publish(
     store.alias(alias, ticket_id, expect=expect)
     if ticket_id != ticket.id:
         raise TicketError(f"{run_dir}: re-stored {source_alias} got id {ticket_id}, not {ticket.id}")
-    print(
+    log.info(
         f"published {alias} -> {ticket_id[:12]} ({found:.2%} sparse, {source_alias} of {run_dir}) in {store.root}"
     )
     return ticket_id
@@ -70,6 +73,6 @@ def publish_all(
                 run_dir, sparsity, alias, store_root, expect=(seen or {}).get(alias, ANY)
             )
         except AliasTaken as taken:
-            print(f"publish: {taken}", flush=True)
+            log.info(f"publish: {taken}")
             published[alias] = taken.winner
     return published

@@ -11,12 +11,15 @@ leaves nothing that looks complete.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lottery import dist
 from lottery.config import ConfigError, DataConfig, ModelConfig
+
+log = logging.getLogger("lottery.train.assets")
 
 if TYPE_CHECKING:
     from lottery.data.shards import ShapesConfig
@@ -60,7 +63,7 @@ def _build_or_check(out: Path, wanted: ShapesConfig) -> None:
 
     meta = out / "meta.json"
     if not meta.is_file():
-        print(f"building the shapes world in {out} (first run only)", flush=True)
+        log.info(f"building the shapes world in {out} (first run only)")
         build_shapes(out, wanted)
         return
     try:
@@ -102,7 +105,7 @@ def build_model_from_bert(
     model, report = init_from_bert(
         Path(bert) if bert != MINILM else bert, img_dim=img_dim, num_region_classes=num_classes
     )
-    print(report.summary(), flush=True)
+    log.info(report.summary())
     source = Path(report.source)
     return save_pretrained(model, Path(out), extra_files=tokenizer_files(source))
 
@@ -116,7 +119,7 @@ def ensure_model(model: ModelConfig, data_dir: Path) -> Path:
 
 def _build_or_check_model(bert: str, out: Path, data_dir: Path) -> None:
     if not (out / "config.json").is_file():
-        print(f"building {out} from {bert} (first run only)", flush=True)
+        log.info(f"building {out} from {bert} (first run only)")
         if out.is_dir():
             shutil.rmtree(out)  # left by a build from before builds were renamed into place
         build_model_from_bert(bert, out, data_dir=data_dir)  # save_pretrained: whole or nothing

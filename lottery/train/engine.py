@@ -8,7 +8,9 @@ and precision come from the run config, and a user's JSON that disagrees with it
 
 from __future__ import annotations
 
+import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +26,9 @@ from lottery.train.ds_json import (  # noqa: F401
     read_ds_json,
     requested_precision,
 )
+from lottery.train.trackers import monitor_sections
+
+log = logging.getLogger("lottery.train.engine")
 
 
 def resolve_precision(requested: str, cuda: bool, bf16_supported: bool, fp16_supported: bool) -> str:
@@ -114,9 +119,10 @@ def linear_warmup_decay(warmup_steps: int, total_steps: int):
     return factor
 
 
-def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig):
+def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig, run_dir: Path | None = None):
     """``deepspeed.initialize`` with our optimiser and schedule; returns (engine, precision).
 
+    `run_dir`: where ``train.report_to``'s monitor writes (lottery.train.trackers); None: no tracker.
     Collective: every rank must call it with the same configs.
     """
     import deepspeed
@@ -127,8 +133,10 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig):
     requested, source = requested_precision(train, ds, path)
     precision = resolve_precision(requested, *device_precision_support())
     if source != "train.precision" and dist.is_main():
-        print(f"lottery: train.precision=auto takes {precision} from {source}", flush=True)
+        log.info(f"lottery: train.precision=auto takes {precision} from {source}")
     hidden_size = getattr(getattr(model, "config", None), "hidden_size", None)
+    if run_dir is not None:
+        ds.update(monitor_sections(train.report_to, run_dir, ds, path))
     optimizer = torch.optim.AdamW(param_groups(model, optim), lr=optim.lr, betas=optim.betas, eps=optim.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(optim.warmup_steps, train.steps)

@@ -6,13 +6,16 @@ the start's backbone and a fresh head -> DeepSpeed engine -> the ticket installe
 refused before any step if it was cut from another model) -> steps -> the task's metric on val ->
 ``metrics.json`` (and ``model/``, a fine-tuned model directory, unless ``save_model=false``).
 
-Rank 0 alone reads theta0's verdict and writes the run's config.yaml, through ``dist.on_main`` (sites
-``finetune.theta0_verdict``, ``finetune.config_yaml``, ``finetune.metrics``); ``DONE`` follows
-metrics.json (`run_record`).
+Rank 0 alone reads theta0's verdict, writes the run's config.yaml and the tracker's points
+(``train.report_to``), through ``dist.on_main`` (sites ``finetune.theta0_verdict``,
+``finetune.config_yaml``, ``finetune.track``, ``finetune.metrics``); ``DONE`` follows metrics.json
+(`run_record`). metrics.json also holds the training curve (``train_curve``: the loss every
+``train.log_every`` steps).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -35,6 +38,9 @@ from lottery.tasks.downstream.registry import adapter
 from lottery.train.batches import to_device
 from lottery.train.starts import STARTS, start_state
 from lottery.train.step import Preempted, RunHooks, StopRequest, due, optimizer_step
+from lottery.train.trackers import Tracker
+
+log = logging.getLogger("lottery.train.finetune")
 
 if TYPE_CHECKING:
     from lottery.train.finetune_data import TaskData
@@ -157,13 +163,16 @@ def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks
     if hooks.on_start is not None:
         hooks.on_start(run.engine)
     began = time.perf_counter()
-    history, steps = _train(config, run, hooks)
+    history, curve, steps = _train(config, run, hooks)
     final = evaluate(run.engine, config.task, run.data.val, run.ctx, config.train.batch_size, run.dtype)
+    tracker = Tracker(run.engine)
+    dist.on_main(lambda: tracker.log({"step": steps, **final}, "val"), what="finetune.track")
     result = {
         "task": config.task,
         "metrics": final,
         "chance": chance_metrics(config.task, run.data.train, run.data.val, run.ctx),
         "history": history,
+        "train_curve": curve,
         "ticket": config.ticket,
         "ticket_meta": None if ticket is None else ticket.meta,
         "sparsity": 0.0 if run.enforcer is None else run.enforcer.masks.sparsity,
@@ -199,7 +208,7 @@ def _record_result(out: Path, config: FinetuneConfig, result: dict, done: bool) 
     if done:
         mark_done(out, run_digest(config))
     line = " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
-    print(f"{config.task} val: {line}  ({out / 'metrics.json'})", flush=True)
+    log.info(f"{config.task} val: {line}  ({out / 'metrics.json'})")
 
 
 @dataclass(frozen=True)
@@ -258,10 +267,9 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
     )
     if dist.is_main():
         named = "" if ticket is None or ticket.id == config.ticket else f" (= {ticket.id[:12]})"
-        print(
+        log.info(
             f"lottery finetune {config.task}: {world} rank(s), ticket {config.ticket}{named}, start "
-            f"{config.init}, {len(data.train)} train / {len(data.val)} val examples -> {out}",
-            flush=True,
+            f"{config.init}, {len(data.train)} train / {len(data.val)} val examples -> {out}"
         )
     torch.manual_seed(config.train.seed)  # the fresh head: the same in every run of this config
     model = UniterForTask(load_model_config(theta0_model), config.task, num_outputs=len(data.answers) or None)
@@ -271,7 +279,7 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
         raise ValueError(
             f"start {config.init}: weights do not fit the task model ({unexpected[:3]} {missing[:3]})"
         )
-    engine, precision = build_engine(model, config.train, config.optim)
+    engine, precision = build_engine(model, config.train, config.optim, out)
     sparsity = SparsityConfig(
         ticket="" if ticket is None else ticket.id,
         store=config.store,
@@ -294,8 +302,9 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
     )
 
 
-def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[dict], int]:
-    """The steps (with the ticket kept and checked) and the periodic validations; (history, last step)."""
+def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[dict], list[dict], int]:
+    """The steps (with the ticket kept and checked) and the periodic validations; (val history, training
+    curve: the loss every `train.log_every` steps, last step). Both also go to the tracker, if any."""
     from lottery.train.ticketed import check_every
 
     task_adapter = adapter(config.task)
@@ -318,7 +327,9 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
             generator = torch.Generator().manual_seed(train.seed * 1_000_003 + (index + 1) * 101 + rank)
             yield task_adapter.collate([data.train[i] for i in chunk], ctx, generator), objective
 
-    history = []
+    history: list[dict] = []
+    curve: list[dict] = []
+    tracker = Tracker(engine)
     main = dist.is_main()
     progress = progress_bar(total=train.steps, enabled=main, desc=f"finetune {config.task}")
     engine.train()
@@ -334,7 +345,11 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
                 steps = step
                 break
             progress.update(1)
-            progress.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
+            loss = sum(losses) / len(losses)
+            progress.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if due(step, train.log_every, steps):
+                curve.append({"step": step, "loss": loss, "lr": engine.get_lr()[0]})
+                dist.on_main(lambda point=curve[-1]: tracker.log(point, "train"), what="finetune.track")
             if step != steps and due(step, train.val_every, steps):
                 history.append(
                     {
@@ -342,10 +357,11 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
                         **evaluate(engine, config.task, data.val, ctx, train.batch_size, run.dtype),
                     }
                 )
+                dist.on_main(lambda point=history[-1]: tracker.log(point, "val"), what="finetune.track")
                 if main:
                     tqdm.write(f"step {step} val {history[-1]}")
     progress.close()
-    return history, steps
+    return history, curve, steps
 
 
 def _save_model(run: _Setup, config: FinetuneConfig, out: Path) -> None:

@@ -12,6 +12,7 @@ with a metrics.json.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -34,6 +35,8 @@ from lottery.train.workers import (
     run_finetune_workers,
     visible_gpu_count,
 )
+
+log = logging.getLogger("lottery.train.pipeline")
 
 
 def check_config(config: PipelineConfig) -> None:
@@ -86,7 +89,7 @@ def _cut_random_baseline(config: PipelineConfig) -> None:
     ticket = cut_ticket(
         prepare(imp).theta0_model, "random", sparsity, store, seed=imp.imp.seed, alias=f"{alias}-random"
     )
-    print(f"pipeline: random baseline {alias}-random -> {ticket[:12]} ({sparsity:.0%})", flush=True)
+    log.info(f"pipeline: random baseline {alias}-random -> {ticket[:12]} ({sparsity:.0%})")
 
 
 def _run_imp(config: PipelineConfig) -> None:
@@ -114,7 +117,7 @@ def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
     runs = run_finetune_workers(worker, jobs, workers, gpu_count, logs, "pipeline")
     path = write_report(collect(runs), Path(config.report_dir))
     print(path.read_text(), end="")
-    print(f"pipeline done in {time.perf_counter() - began:.0f} s; report in {path.parent}", flush=True)
+    log.info(f"pipeline done in {time.perf_counter() - began:.0f} s; report in {path.parent}")
     return path
 
 

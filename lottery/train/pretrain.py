@@ -61,6 +61,7 @@ from lottery.train.step import (
     optimizer_step,
 )
 from lottery.train.ticketed import attach_ticket, check_every, verify_now
+from lottery.train.trackers import Tracker
 from lottery.train.weights import full_state_dict
 
 log = logging.getLogger("lottery.pretrain")
@@ -147,10 +148,9 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
     train = config.train
     main = dist.is_main()
     if main:
-        print(
+        log.info(
             f"lottery pretrain: {launch.world_size} rank(s) via {launch.launcher}, backend {dist.backend_name()}, "
-            f"ZeRO-{train.zero_stage}, run {run_dir} (config {digest(config)[:12]})",
-            flush=True,
+            f"ZeRO-{train.zero_stage}, run {run_dir} (config {digest(config)[:12]})"
         )
     check_schedule(train)
     dist.on_main(lambda: _check_run_dir(run_dir, config), what="pretrain.config_yaml")
@@ -174,9 +174,10 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
     from lottery.models.uniter import from_pretrained
 
     model = from_pretrained(model_dir)
-    engine, precision = build_engine(model, train, config.optim)
+    engine, precision = build_engine(model, train, config.optim, run_dir)
     enforcer = attach_ticket(engine, config.sparsity)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+    tracker = Tracker(engine)
 
     start = _resume(engine, enforcer, run_dir, metrics)
     end = hooks.end_step or train.steps
@@ -185,7 +186,7 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
     )
     if start >= end and (not hooks.save_model or model_written):
         if main:
-            print(f"{run_dir} is complete ({end} steps)", flush=True)
+            log.info(f"{run_dir} is complete ({end} steps)")
         _complete(engine, config, hooks)
         if not keep_process_group:
             dist.shutdown()
@@ -197,7 +198,17 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
     for stage in stages[:-1]:
         ensure_data(replace(stage.data, feat_dim=feat_dim))
     loop = _Loop(
-        config, engine, enforcer, ctx, mixer, working_dtype(precision), metrics, model_dir, val, stages
+        config,
+        engine,
+        enforcer,
+        ctx,
+        mixer,
+        working_dtype(precision),
+        metrics,
+        model_dir,
+        val,
+        stages,
+        tracker,
     )
     result, end, stop_at = loop.run(start, end, hooks)
 
@@ -209,7 +220,7 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
     if stop_at == end:
         _complete(engine, config, hooks)
     elif main:
-        print(f"stopped after step {stop_at} of {end}; rerun the same command to continue", flush=True)
+        log.info(f"stopped after step {stop_at} of {end}; rerun the same command to continue")
     if not keep_process_group:
         dist.shutdown()
     return result
@@ -249,6 +260,7 @@ class _Loop:
     model_dir: Path
     val: list[list]
     stages: list[Stage]
+    tracker: Tracker
 
     def batches(self, stage: Stage, skip_steps: int) -> Iterator[list]:
         """The stage's training stream, past the batches of the steps already done in it."""
@@ -271,7 +283,7 @@ class _Loop:
 
     def validation(self, step: int) -> dict[str, float]:
         result = validate(self.engine, self.val, self.ctx, self.dtype)
-        _write_metrics(self.metrics, {"step": step, "val": result})
+        _write_metrics(self.metrics, {"step": step, "val": result}, self.tracker)
         if dist.is_main():
             tqdm.write(f"step {step} val " + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
         return result
@@ -331,7 +343,7 @@ class _Loop:
                 if signalled:
                     stop_at = step  # logged and checkpointed below, as the last step of this invocation
                 if due(step, train.log_every, stop_at):
-                    _write_metrics(self.metrics, record)
+                    _write_metrics(self.metrics, record, self.tracker)
                 progress.update(1)
                 progress.set_postfix({k: f"{v:.3f}" for k, v in record["losses"].items()}, refresh=False)
                 stop_here = hooks.on_step is not None and hooks.on_step(self.engine, step)
@@ -362,13 +374,22 @@ def _resume(engine, enforcer, run_dir: Path, metrics: MetricsLog) -> int:
     verify_now(enforcer, f"after loading the checkpoint of step {start}")
     dist.on_main(lambda: metrics.truncate_after(start), what="pretrain.metrics_truncate")
     if dist.is_main():
-        print(f"resumed from the checkpoint at step {start}", flush=True)
+        log.info(f"resumed from the checkpoint at step {start}")
     return start
 
 
-def _write_metrics(metrics: MetricsLog, record: dict) -> None:
-    """One metrics.jsonl line (rank 0 writes, collective): a full disk stops every rank, not one."""
-    dist.on_main(lambda: metrics.write(record), what="pretrain.metrics")
+def _write_metrics(metrics: MetricsLog, record: dict, tracker: Tracker | None = None) -> None:
+    """One metrics.jsonl line and the tracker's points (rank 0 writes, collective): a full disk or a
+    tracker that fails stops every rank, not one."""
+
+    def write() -> None:
+        metrics.write(record)
+        if tracker is not None and "val" in record:
+            tracker.log({"step": record["step"], **record["val"]}, "val")
+        elif tracker is not None:
+            tracker.log({k: v for k, v in record.items() if k != "world_size"}, "train")
+
+    dist.on_main(write, what="pretrain.metrics")
 
 
 def _save_model(state: dict, model_dir: Path, run_dir: Path) -> None:
@@ -383,7 +404,7 @@ def _save_model(state: dict, model_dir: Path, run_dir: Path) -> None:
     # recomputed the same weights from the same checkpoint) is swapped out in one rename
     with atomic_directory(run_dir / "model", replace=True) as partial:
         write_model_files(final, partial, _tokenizer_files(model_dir))
-    print(f"pre-trained model written to {run_dir / 'model'}", flush=True)
+    log.info(f"pre-trained model written to {run_dir / 'model'}")
 
 
 def _tokenizer_files(model_dir: Path) -> dict[str, Path]:

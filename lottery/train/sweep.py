@@ -16,6 +16,7 @@ tests): ``sweep.resolve_tickets`` and ``sweep.done_before``.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -27,6 +28,8 @@ from lottery.config import ConfigError, FinetuneConfig
 from lottery.run_record import is_done
 from lottery.train.finetune import finetune, run_dir_for
 from lottery.train.finetune_configs import task_config
+
+log = logging.getLogger("lottery.train.sweep")
 
 
 def sweep_configs(
@@ -105,10 +108,10 @@ def sweep(configs: Sequence[FinetuneConfig], part: tuple[int, int] = (0, 1)) -> 
         label += " adversarial" if config.adversarial.enabled else ""
         if dist.on_main(partial(is_done, out, legacy=("metrics.json",)), what="sweep.done_before"):
             if dist.is_main():
-                print(f"{label}: done before ({out}), skipped", flush=True)
+                log.info(f"{label}: done before ({out}), skipped")
         else:
             if dist.is_main():
-                print(f"{label}: running", flush=True)
+                log.info(f"{label}: running")
             finetune(config, keep_process_group=True)
         done.append(out)
     dist.shutdown()

@@ -21,6 +21,7 @@ curves and DONE (``theta0.record``), and the verdict every job reads to warn or 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 from pathlib import Path
@@ -29,6 +30,8 @@ from lottery import dist, run_record
 from lottery.config import ConfigError, PretrainConfig, SparsityConfig, Theta0Options, digest
 from lottery.files import write_json_atomic
 from lottery.run_record import identity_view
+
+log = logging.getLogger("lottery.train.theta0")
 
 CACHE_ENV = "LOTTERY_THETA0_CACHE"
 VERDICT = "verdict.json"
@@ -154,7 +157,7 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
     from lottery.train.step import RunHooks
 
     if dist.is_main():
-        print(f"theta0: building {directory} (resumes if a previous build was stopped)", flush=True)
+        log.info(f"theta0: building {directory} (resumes if a previous build was stopped)")
     build = replace(config, run_dir=str(directory), theta0=Theta0Options())
     pretrain(build, keep_process_group=True, hooks=RunHooks(mark_done=False))  # DONE once criteria are in
     written = dist.on_main(
@@ -186,12 +189,12 @@ def _announce(directory: Path) -> Theta0Verdict:
 
     stored = json.loads((directory / "criteria.json").read_text())
     rows = [Criterion(**row) for row in stored["criteria"]]
-    print(f"theta0 {directory}:\n{format_criteria(rows)}", flush=True)
+    log.info(f"theta0 {directory}:\n{format_criteria(rows)}")
     if not (directory / VERDICT).is_file():
         write_verdict(directory, verdict_of(rows, directory))
     verdict = read_verdict(directory)
     if not verdict.passed:
-        print(verdict.warning(), flush=True)
+        log.warning(verdict.warning())
     return verdict
 
 

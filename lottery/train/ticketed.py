@@ -7,11 +7,15 @@ weights (a checkpoint, a pruned mask, a model); with no ticket configured they d
 
 from __future__ import annotations
 
+import logging
+
 from lottery import dist
 from lottery.config import SparsityConfig
 from lottery.sparsity.enforce import MaskEnforcer, verify_pruned
 from lottery.tickets.distributed import load_broadcast
 from lottery.tickets.store import default_root
+
+log = logging.getLogger("lottery.train.ticketed")
 
 
 def attach_ticket(engine, sparsity: SparsityConfig) -> MaskEnforcer | None:
@@ -36,10 +40,9 @@ def attach_ticket(engine, sparsity: SparsityConfig) -> MaskEnforcer | None:
     verify_pruned(engine, ticket.masks, when="right after installing the ticket")
     if dist.is_main():
         broken = " [TEST SWITCH: gradients left unmasked]" if enforcer.broken else ""
-        print(
+        log.info(
             f"training under ticket {ticket.id[:12]} ({ticket.meta.method}, {ticket.sparsity:.2%} sparse) "
-            f"from {store}{broken}",
-            flush=True,
+            f"from {store}{broken}"
         )
     return enforcer
 

@@ -10,6 +10,7 @@ Used by ``lottery pipeline`` and ``lottery reproduce``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lottery.config import AUTO_WORKERS, ConfigError, FinetuneConfig, PretrainConfig
+
+log = logging.getLogger("lottery.train.workers")
 
 # launcher variables a worker must not inherit: it is a job of its own, not a rank of the driver's job
 _LAUNCH_KEYS = (
@@ -138,10 +141,9 @@ def run_finetune_workers(
             (subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT), log)
         )
     on_gpus = f", GPUs {', '.join(env['CUDA_VISIBLE_DEVICES'] for env in envs)}" if gpu_count else ""
-    print(
+    log.info(
         f"{label}: {len(jobs)} fine-tunes on {workers} worker(s) x {threads} thread(s){on_gpus}; "
-        f"logs in {logs}/",
-        flush=True,
+        f"logs in {logs}/"
     )
     began, reported = time.perf_counter(), set()
     while True:
@@ -151,11 +153,10 @@ def run_finetune_workers(
                 reported.add(run)
                 record = json.loads((run / "metrics.json").read_text())
                 metric = PRIMARY[job.task]
-                print(
+                log.info(
                     f"  [{len(reported)}/{len(jobs)}] {job.task} {job.ticket} ({job.init}, seed "
                     f"{job.train.seed}): {metric} {record['metrics'][metric]:.4f}, chance "
-                    f"{record['chance'][metric]:.4f} ({time.perf_counter() - began:.0f} s)",
-                    flush=True,
+                    f"{record['chance'][metric]:.4f} ({time.perf_counter() - began:.0f} s)"
                 )
         if not running:
             break
@@ -187,7 +188,7 @@ def launch_ranks(arguments: list[str], ranks: int, what: str) -> None:
         "--module",
         "lottery",
     ]
-    print(f"{what} on {ranks} rank(s): deepspeed ... lottery {' '.join(arguments)}", flush=True)
+    log.info(f"{what} on {ranks} rank(s): deepspeed ... lottery {' '.join(arguments)}")
     threads = worker_threads(os.cpu_count(), ranks)
     if subprocess.run([*command, *arguments], env=worker_env(threads)).returncode != 0:
         raise RuntimeError(f"{what} failed (its output is above); rerun the same command to continue it")

@@ -212,3 +212,28 @@ def test_a_theta0_that_failed_its_criteria_is_said_and_recorded_in_the_metrics(w
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_finetune_records_its_training_curve_and_reports_it_to_csv(world):
+    """metrics.json holds the loss every log_every steps; train.report_to=csv writes it and the
+    validations through DeepSpeed's CSV monitor, under the run directory."""
+    import csv
+
+    cfg = config(
+        world,
+        "tracked",
+        **{"train.steps": 3, "train.log_every": 1, "train.val_every": 2},
+        **{"train.report_to": "csv"},
+    )
+    result, out = run_finetune(cfg)
+    assert [point["step"] for point in result["train_curve"]] == [1, 2, 3]
+    assert all(point["loss"] > 0 for point in result["train_curve"])
+    files = out / "csv" / out.name
+    with (files / "train_loss.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["step", "loss"] and [int(r[0]) for r in rows[1:]] == [1, 2, 3]
+    assert [float(r[1]) for r in rows[1:]] == pytest.approx([p["loss"] for p in result["train_curve"]])
+    val_files = sorted(files.glob("val_*.csv"))
+    assert val_files, sorted(p.name for p in files.iterdir())
+    with val_files[0].open() as handle:
+        assert [int(r[0]) for r in list(csv.reader(handle))[1:]] == [2, 3]  # val_every, and the end

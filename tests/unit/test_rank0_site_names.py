@@ -27,7 +27,12 @@ MODULES = {
         "pretrain.save_model",
         "pretrain.done",
     },
-    "lottery.train.finetune": {"finetune.theta0_verdict", "finetune.config_yaml", "finetune.metrics"},
+    "lottery.train.finetune": {
+        "finetune.theta0_verdict",
+        "finetune.config_yaml",
+        "finetune.track",
+        "finetune.metrics",
+    },
     "lottery.train.sweep": {"sweep.resolve_tickets", "sweep.done_before"},
     "lottery.imp.early_bird": {"early_bird.alias", "early_bird.record"},
     "lottery.run_lock": {"run_lock"},

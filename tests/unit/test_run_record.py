@@ -14,6 +14,7 @@ PLACEMENT_OVERRIDES = [
     "train.val_every=7",
     "train.ckpt_every=5",
     "train.stop_after_steps=2",
+    "train.report_to=csv",
 ]
 
 
@@ -29,7 +30,7 @@ def _marked(cls) -> set[str]:
 
 
 def test_the_placement_fields_are_the_ones_that_only_place_or_pace_a_run():
-    train = {f"train.{n}" for n in ("log_every", "val_every", "ckpt_every", "stop_after_steps")}
+    train = {f"train.{n}" for n in ("log_every", "val_every", "ckpt_every", "stop_after_steps", "report_to")}
     assert _marked(PretrainConfig) == {"run_dir", "sparsity.verify_every", *train}
     assert _marked(ImpConfig) == {
         "runs_dir",
@@ -99,6 +100,7 @@ def test_an_option_added_later_moves_no_run_that_leaves_it_at_its_default():
     added = ("itm_relation_neg_prob", "itm_attribute_neg_prob")
     for key in added:
         del before["tasks"][key]  # the tree before the options were added
+    del before["train"]["report_to"]
     old = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert digest(config) == old and not set(added) & set(canonical_tree(config)["tasks"])
     for key in added:
