@@ -29,11 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import save
-
 from lottery.files import write_bytes_atomic
-from lottery.tickets.format import ticket_metadata
 from lottery.tickets.renaming import RenameCollision, rename_all, unused_prefixes
 
 if TYPE_CHECKING:
@@ -73,6 +69,9 @@ def export_bytes(
     ticket: Ticket, fmt: str, *, packed: bool = False, renames: Sequence[tuple[str, str]] = ()
 ) -> bytes:
     """The safetensors bytes of `ticket` in format `fmt` (see the module docstring)."""
+    import torch  # here, not at import: `lottery ticket --help` reads EXPORT_FORMATS without torch
+    from safetensors.torch import save
+
     names = export_names(ticket, renames)
     suffix = _PRUNE_SUFFIX if fmt == "torch-prune" else ""
     if fmt == "torch-prune":
@@ -92,6 +91,8 @@ def export_metadata(
     ticket: Ticket, shapes: Mapping[str, list[int]], *, packed: bool, renames: Sequence[tuple[str, str]]
 ) -> dict[str, str]:
     """The string metadata of an export: the ticket header's provenance and how to read the tensors."""
+    from lottery.tickets.format import ticket_metadata
+
     provenance = {
         key: value
         for key, value in ticket_metadata(ticket.masks, ticket.meta).items()

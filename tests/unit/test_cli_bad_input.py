@@ -159,7 +159,7 @@ def test_help_and_version_import_neither_torch_nor_deepspeed():
     code = (
         "import sys\n"
         "from lottery.cli import main\n"
-        "for argv in (['--help'], ['--version'], ['finetune', '--help']):\n"
+        "for argv in (['--help'], ['--version'], ['finetune', '--help'], ['ticket', '--help'], ['ticket', 'export', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exit_:\n"
