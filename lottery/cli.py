@@ -21,6 +21,7 @@ from lottery.cli_errors import (  # noqa: F401 (the exit codes are part of this 
     exit_on_expected_failure,
 )
 from lottery.config import STARTS
+from lottery.data.convert import FORMATS
 from lottery.data.examples import TASK_NAMES
 
 DESCRIPTION = (
@@ -75,6 +76,24 @@ def _add_asset_commands(commands) -> None:
     shapes.add_argument("--samples-per-shard", type=int, default=1000)
     shapes.add_argument("--feat-dim", type=int, default=2048, help="region feature size D")
     shapes.set_defaults(func=commands_run.data_shapes)
+    conv = data.add_parser(
+        "convert",
+        help="region features you already have (LXMERT's TSV, UNITER's LMDBs) as webdataset shards; resumable",
+    )
+    conv.add_argument("--from", dest="fmt", required=True, choices=FORMATS, help="the input format")
+    conv.add_argument("--out", required=True, help="output directory (one split)")
+    conv.add_argument("--split", required=True, choices=("train", "val"), help="the split the samples form")
+    conv.add_argument("--samples-per-shard", type=int, default=1000)
+    conv.add_argument("--overwrite", action="store_true", help="replace a finished dataset at --out")
+    lxmert = conv.add_argument_group("--from lxmert")
+    lxmert.add_argument("--tsv", help="the bottom-up-attention features TSV")
+    lxmert.add_argument("--captions", nargs="+", metavar="JSON", help="LXMERT caption JSON file(s)")
+    uniter = conv.add_argument_group("--from uniter")
+    uniter.add_argument("--img-db", help="the image LMDB directory (plain or compressed)")
+    uniter.add_argument(
+        "--txt-db", nargs="+", metavar="DIR", help="text LMDB directory(ies) with txt2img.json: the texts"
+    )
+    conv.set_defaults(func=commands_run.data_convert)
 
     model = commands.add_parser("model", help="make model directories").add_subparsers(
         dest="what", required=True

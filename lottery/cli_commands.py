@@ -27,6 +27,52 @@ def data_shapes(args: argparse.Namespace) -> None:
     print(f"shapes world written to {out}")
 
 
+def data_convert(args: argparse.Namespace) -> None:
+    """`lottery data convert`: the inputs checked here (one line, exit 2), the work in lottery.data.convert."""
+    from lottery.preflight import InputError, require_path
+
+    if args.samples_per_shard < 1:
+        raise InputError(f"--samples-per-shard {args.samples_per_shard}: must be >= 1")
+    inputs = {
+        "lxmert": {"--tsv": args.tsv, "--captions": args.captions},
+        "uniter": {"--img-db": args.img_db, "--txt-db": args.txt_db},
+    }
+    stray = [opt for fmt, given in inputs.items() if fmt != args.fmt for opt, value in given.items() if value]
+    if stray:
+        raise InputError(f"{', '.join(stray)}: not an input of --from {args.fmt}")
+    missing = [opt for opt, value in inputs[args.fmt].items() if not value]
+    if missing:
+        why = " (a sample needs texts and an image DB holds none)" if "--txt-db" in missing else ""
+        raise InputError(f"--from {args.fmt} needs {' and '.join(missing)}{why}")
+    common = {"split": args.split, "samples_per_shard": args.samples_per_shard, "overwrite": args.overwrite}
+    try:
+        if args.fmt == "lxmert":
+            tsv = require_path(args.tsv, "--tsv")
+            captions = [require_path(path, "--captions") for path in args.captions]
+            from lottery.data.convert.lxmert_tsv import convert_lxmert
+
+            result, skipped = convert_lxmert(tsv, captions, Path(args.out), **common)
+            left_out = f"{skipped} image(s) of the TSV have no caption: skipped"
+        else:
+            img_db = require_path(args.img_db, "--img-db", directory=True)
+            txt_dbs = [require_path(path, "--txt-db", directory=True) for path in args.txt_db]
+            from lottery.data.convert.uniter_lmdb import convert_uniter
+
+            result, counts = convert_uniter(img_db, txt_dbs, Path(args.out), **common)
+            left_out = (
+                f"skipped: {counts['images_without_texts']} image(s) without a text, "
+                f"{counts['texts_without_image']} text(s) of images not in the image DB, "
+                f"{counts['pair_texts']} image-pair (NLVR2) text(s)"
+            )
+    except FileExistsError as err:
+        raise InputError(f"--out: {err}") from None
+    reused = f" ({result.reused} kept from an interrupted run)" if result.reused else ""
+    print(
+        f"{result.samples} {args.split} sample(s) in {result.shards} shard(s){reused} written to {result.out}"
+    )
+    print(left_out)
+
+
 def model_init(args: argparse.Namespace) -> None:
     from lottery.preflight import MINILM, require_data_dir, require_path
 

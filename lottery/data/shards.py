@@ -137,13 +137,13 @@ def _write_split(out_dir: Path, cfg: ShapesConfig, space: FeatureSpace, split: s
                 for index in range(start, stop):
                     sample = make_sample(cfg, space, split, index)
                     validate_sample(sample, name)
-                    _add_sample(tar, encode_sample(sample))
+                    add_sample(tar, encode_sample(sample))
                     progress.update()
             names.append(name)
     return names
 
 
-def _add_sample(tar: tarfile.TarFile, encoded: dict[str, Any]) -> None:
+def add_sample(tar: tarfile.TarFile, encoded: dict[str, Any]) -> None:
     """Append one sample as consecutive `<key>.<field>` members, as `webdataset.TarWriter` does.
 
     TarWriter always opens its tar in stream mode ("w|"), whose buffering costs about 100 us a sample

@@ -135,10 +135,13 @@ def run_finetune_workers(
     envs = finetune_worker_envs(os.environ, gpu_count, workers, threads)
     processes = []
     for index, env in enumerate(envs):
-        log = logs / f"finetune-part{index}.log"
+        log_path = logs / f"finetune-part{index}.log"
         command = [*worker_command, "--part", f"{index}/{workers}"]
         processes.append(
-            (subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT), log)
+            (
+                subprocess.Popen(command, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT),
+                log_path,
+            )
         )
     on_gpus = f", GPUs {', '.join(env['CUDA_VISIBLE_DEVICES'] for env in envs)}" if gpu_count else ""
     log.info(
@@ -161,7 +164,7 @@ def run_finetune_workers(
         if not running:
             break
         time.sleep(2)
-    failed = [log for process, log in processes if process.returncode != 0]
+    failed = [log_path for process, log_path in processes if process.returncode != 0]
     if failed:
         tail = "\n".join(failed[0].read_text().splitlines()[-20:])
         raise RuntimeError(f"{label}: fine-tune worker failed, see {failed[0]}:\n{tail}")

@@ -8,21 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from cli_runner import run_cli
 
 import lottery
 from lottery import cli_commands
-from lottery.cli import main
 
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `lottery <argv>`, in-process."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def one_line_exit_2(capsys, *argv: str) -> str:
