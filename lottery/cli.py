@@ -23,6 +23,7 @@ from lottery.cli_errors import (  # noqa: F401 (the exit codes are part of this 
 from lottery.config import STARTS
 from lottery.data.convert import FORMATS
 from lottery.data.examples import TASK_NAMES
+from lottery.models.families import FAMILY_NAMES
 
 DESCRIPTION = (
     "Find lottery tickets in vision-and-language transformers (UNITER) on DeepSpeed: pre-train theta0, "
@@ -99,7 +100,11 @@ def _add_asset_commands(commands) -> None:
         dest="what", required=True
     )
     init = model.add_parser(
-        "init", help="UNITER with text side from a BERT (default: MiniLM-L6 -> uniter-mini)"
+        "init",
+        help="a model whose text side is a BERT's (default: MiniLM-L6 -> uniter-mini or lxmert-mini)",
+    )
+    init.add_argument(
+        "--family", choices=FAMILY_NAMES, default="uniter", help="the architecture (default: uniter)"
     )
     init.add_argument("--from-bert", default="minilm", help="a Hugging Face BERT folder, or 'minilm'")
     init.add_argument("--out", required=True)

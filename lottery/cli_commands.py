@@ -82,8 +82,10 @@ def model_init(args: argparse.Namespace) -> None:
         require_data_dir(args.data, "--data")
     from lottery.train.assets import build_model_from_bert
 
-    out = build_model_from_bert(args.from_bert, Path(args.out), img_dim=args.img_dim, data_dir=args.data)
-    print(f"UNITER initialised from {args.from_bert} written to {out}")
+    out = build_model_from_bert(
+        args.from_bert, Path(args.out), img_dim=args.img_dim, data_dir=args.data, family=args.family
+    )
+    print(f"{args.family} initialised from {args.from_bert} written to {out}")
 
 
 def model_convert(args: argparse.Namespace) -> None:

@@ -42,7 +42,9 @@ from lottery.config_loader import load_config as _load_config
 from lottery.data.examples import TASK_NAMES
 
 # the allowed values of the fields that name a choice (the modules that act on them hold the same lists)
-PRETRAIN_TASKS = ("itm", "mlm", "mrfr", "mrckl")  # lottery.tasks.pretrain.TASKS
+# each model family's pre-training tasks (lottery.tasks.pretrain.TASKS, lottery.tasks.lxmert_pretrain.LXMERT_TASKS)
+FAMILY_TASKS = {"uniter": ("itm", "mlm", "mrfr", "mrckl"), "lxmert": ("itm", "mlm", "mrfr", "obj")}
+PRETRAIN_TASKS = tuple(dict.fromkeys(name for names in FAMILY_TASKS.values() for name in names))
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ZERO_STAGES = (0, 1, 2, 3)
 IMP_METHODS = ("imp", "oneshot", "random")  # lottery.imp.run.METHODS
@@ -130,10 +132,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The starting model directory; built from ``init_from_bert`` when it does not exist yet."""
+    """The starting model directory; built from ``init_from_bert`` when it does not exist yet.
+
+    ``family`` is the architecture (``lottery.models.families``): the directory must be one of it, and
+    ``tasks.mix`` may only name its tasks.
+    """
 
     dir: str = "models/uniter-mini"
     init_from_bert: str = "minilm"
+    family: Annotated[str, one_of(*FAMILY_TASKS)] = added_later("uniter")
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,14 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     theta0: Theta0Options = field(default_factory=Theta0Options)
+
+    def __post_init__(self) -> None:
+        family, known = self.model.family, FAMILY_TASKS[self.model.family]
+        foreign = sorted(name for name, weight in self.tasks.mix.items() if weight > 0 and name not in known)
+        if foreign:
+            raise ConfigError(
+                f"tasks.mix: {family} has no task(s) {foreign}; its pre-training tasks are {list(known)}"
+            )
 
 
 DEFAULT_SCHEDULE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

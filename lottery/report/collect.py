@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lottery.tasks.pretrain import TASKS as PRETRAIN_TASKS
+from lottery.config import PRETRAIN_TASKS  # every family's pre-training tasks
 
 # the one number a task is judged by (the benchmark's headline metric)
 PRIMARY = {

@@ -244,10 +244,13 @@ TASKS: dict[str, PretrainTask] = {
 }
 
 
-def summarise(sums: dict[str, float]) -> dict[str, float]:
-    """Validation metrics from summed statistics: accuracies, mean losses, and their mean ``loss``."""
+def summarise(sums: dict[str, float], tasks: dict[str, PretrainTask] | None = None) -> dict[str, float]:
+    """Validation metrics from summed statistics: accuracies, mean losses, and their mean ``loss``.
+
+    `tasks` is the family's table (default: UNITER's).
+    """
     metrics: dict[str, float] = {}
-    for name in TASKS:
+    for name in TASKS if tasks is None else tasks:
         count = sums.get(f"{name}_count", 0.0)
         if count:
             metrics[f"{name}_loss"] = sums[f"{name}_loss_sum"] / count

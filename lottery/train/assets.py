@@ -89,51 +89,64 @@ def data_meta(data_dir: Path) -> dict:
 
 
 def build_model_from_bert(
-    bert: str, out: Path, *, img_dim: int = 2048, data_dir: str | Path | None = None
+    bert: str,
+    out: Path,
+    *,
+    img_dim: int = 2048,
+    data_dir: str | Path | None = None,
+    family: str = "uniter",
 ) -> Path:
-    """A UNITER model directory (with the BERT's tokenizer) whose region inputs fit ``data_dir``'s shards.
+    """A model directory of `family` (with the BERT's tokenizer) whose region inputs fit ``data_dir``'s shards.
 
     With ``data_dir``, the region feature size and the number of detector classes are read from its
     ``meta.json``, so the model cannot be built for data it cannot read.
     """
-    from lottery.models.uniter import MINILM, init_from_bert, save_pretrained, tokenizer_files
+    from lottery.models.families import FAMILIES
 
-    num_classes = 1601
+    num_classes = 1601 if family == "uniter" else 1600  # each family's detector (Visual Genome) classes
     if data_dir is not None:
         meta = data_meta(Path(data_dir))
         img_dim, num_classes = int(meta["feat_dim"]), len(meta["class_names"])
-    model, report = init_from_bert(
-        Path(bert) if bert != MINILM else bert, img_dim=img_dim, num_region_classes=num_classes
-    )
-    log.info(report.summary())
-    source = Path(report.source)
-    return save_pretrained(model, Path(out), extra_files=tokenizer_files(source))
+    return FAMILIES[family].build(bert, Path(out), img_dim, num_classes)
 
 
 def ensure_model(model: ModelConfig, data_dir: Path) -> Path:
     """The starting model directory; built from ``model.init_from_bert`` when missing (collective)."""
     out = Path(model.dir)
-    dist.on_main(lambda: _build_or_check_model(model.init_from_bert, out, data_dir), what="assets.model")
+    dist.on_main(lambda: _build_or_check_model(model, out, data_dir), what="assets.model")
     return out
 
 
-def _build_or_check_model(bert: str, out: Path, data_dir: Path) -> None:
+def _build_or_check_model(model: ModelConfig, out: Path, data_dir: Path) -> None:
     if not (out / "config.json").is_file():
-        log.info(f"building {out} from {bert} (first run only)")
+        log.info(f"building {out} ({model.family}) from {model.init_from_bert} (first run only)")
         if out.is_dir():
             shutil.rmtree(out)  # left by a build from before builds were renamed into place
-        build_model_from_bert(bert, out, data_dir=data_dir)  # save_pretrained: whole or nothing
-    _check_fits_data(out, data_dir)
+        # written whole or not at all
+        build_model_from_bert(model.init_from_bert, out, data_dir=data_dir, family=model.family)
+    _check_family(out, model.family)
+    _check_fits_data(out, model.family, data_dir)
 
 
-def _check_fits_data(model_dir: Path, data_dir: Path) -> None:
-    from lottery.models.uniter import load_config
+def _check_family(model_dir: Path, family: str) -> None:
+    from lottery.models.families import family_of
 
-    config = load_config(model_dir)
-    meta = data_meta(data_dir)
-    if config.img_dim != int(meta["feat_dim"]) or config.num_region_classes != len(meta["class_names"]):
+    found = family_of(model_dir).name
+    if found != family:
         raise ConfigError(
-            f"model.dir: model {model_dir} takes {config.img_dim}-d regions and {config.num_region_classes} "
+            f"model.dir: {model_dir} is a {found} model but model.family is {family}; "
+            f"set model.family={found} or point model.dir at a {family} model (or a new directory to build one)"
+        )
+
+
+def _check_fits_data(model_dir: Path, family: str, data_dir: Path) -> None:
+    from lottery.models.families import FAMILIES
+
+    img_dim, num_classes = FAMILIES[family].input_sizes(model_dir)
+    meta = data_meta(data_dir)
+    if img_dim != int(meta["feat_dim"]) or num_classes != len(meta["class_names"]):
+        raise ConfigError(
+            f"model.dir: model {model_dir} takes {img_dim}-d regions and {num_classes} "
             f"classes but {data_dir} has {meta['feat_dim']}-d features and {len(meta['class_names'])} "
             "classes; point model.dir at a model built for this data (or a new directory to build one)"
         )

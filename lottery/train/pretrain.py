@@ -1,4 +1,4 @@
-"""``lottery pretrain``: UNITER's pre-training tasks on a DeepSpeed engine, resumable.
+"""``lottery pretrain``: a model family's pre-training tasks on a DeepSpeed engine, resumable.
 
 The loop reads top to bottom: prepare data and model (rank 0 builds what is missing) -> engine ->
 resume from the run directory's latest checkpoint -> per step: draw the task, collate, then the
@@ -37,6 +37,7 @@ from lottery import dist
 from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict
 from lottery.data.captions import COLOUR_WORDS, OPPOSITE_WORDS, SHAPE_WORDS, SIZE_WORDS
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
+from lottery.models.families import FAMILIES
 from lottery.models.uniter.checkpoint import load_tokenizer
 from lottery.progress import progress_bar
 from lottery.run_record import RECORD, identity_view, mark_done, run_digest, write_record
@@ -44,12 +45,13 @@ from lottery.sparsity.enforce import MaskEnforcer
 from lottery.tasks.binding import AttributeVocab
 from lottery.tasks.masking import TextVocab
 from lottery.tasks.mixer import TaskMixer
-from lottery.tasks.pretrain import TASKS, CollateContext, relation_reversals, summarise
+from lottery.tasks.pretrain import CollateContext, PretrainTask, relation_reversals, summarise
 from lottery.train.assets import data_meta, ensure_data, ensure_model
 from lottery.train.batches import to_device
 from lottery.train.checkpoint import load_checkpoint, resume_step, save_checkpoint
 from lottery.train.curriculum import Stage, schedule, stage_at
 from lottery.train.engine import build_engine, working_dtype
+from lottery.train.final_model import save_model
 from lottery.train.metrics import MetricsLog
 from lottery.train.step import (
     Preempted,
@@ -103,8 +105,10 @@ def _check_run_dir(run_dir: Path, config: PretrainConfig) -> None:
 
 
 @torch.no_grad()
-def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtype) -> dict[str, float]:
-    """All four tasks on a fixed slice of the val split, masks seeded per batch so every call is comparable.
+def validate(
+    engine, batches: list[list], ctx: CollateContext, dtype: torch.dtype, tasks: dict[str, PretrainTask]
+) -> dict[str, float]:
+    """Every task of the family on a fixed slice of the val split, masks seeded per batch so every call is comparable.
 
     Collective: the val batches are dealt round-robin to the ranks (equal counts, so ZeRO-3's gathers
     stay in step) and the sums are all-reduced.
@@ -114,16 +118,16 @@ def validate(engine, batches: list[list], ctx: CollateContext, dtype: torch.dtyp
     world, rank = dist.world_size(), dist.rank()
     usable = len(batches) - len(batches) % world
     for index in range(rank, usable, world):
-        for offset, (_, task) in enumerate(sorted(TASKS.items())):
+        for offset, (_, task) in enumerate(sorted(tasks.items())):
             generator = torch.Generator().manual_seed(VAL_SEED + 10 * index + offset)
             batch = to_device(task.collate(batches[index], ctx, generator), engine.device, dtype)
             _, stats = engine(batch, task)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
-    keys = sorted(key for task in TASKS.values() for key in task.stat_keys())
+    keys = sorted(key for task in tasks.values() for key in task.stat_keys())
     sums = dist.all_reduce_sum({k: sums.get(k, 0.0) for k in keys})
     engine.train()
-    return summarise(sums)
+    return summarise(sums, tasks)
 
 
 def pretrain(
@@ -169,11 +173,10 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
         if config.tasks.itm_attribute_neg_prob
         else None,
     )
-    mixer = TaskMixer(config.tasks.mix, train.seed, set(TASKS))
-
-    from lottery.models.uniter import from_pretrained
-
-    model = from_pretrained(model_dir)
+    family = FAMILIES[config.model.family]
+    tasks = family.tasks()
+    mixer = TaskMixer(config.tasks.mix, train.seed, set(tasks))
+    model = family.load(model_dir)
     engine, precision = build_engine(model, train, config.optim, run_dir)
     enforcer = attach_ticket(engine, config.sparsity)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
@@ -209,6 +212,7 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
         val,
         stages,
         tracker,
+        tasks,
     )
     result, end, stop_at = loop.run(start, end, hooks)
 
@@ -216,7 +220,7 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
         verify_now(enforcer, f"at the end of the run (step {end})")
     if stop_at == end and hooks.save_model:
         state = full_state_dict(engine)
-        dist.on_main(lambda: _save_model(state, model_dir, run_dir), what="pretrain.save_model")
+        dist.on_main(lambda: save_model(family, state, model_dir, run_dir), what="pretrain.save_model")
     if stop_at == end:
         _complete(engine, config, hooks)
     elif main:
@@ -261,6 +265,7 @@ class _Loop:
     val: list[list]
     stages: list[Stage]
     tracker: Tracker
+    tasks: dict[str, PretrainTask]
 
     def batches(self, stage: Stage, skip_steps: int) -> Iterator[list]:
         """The stage's training stream, past the batches of the steps already done in it."""
@@ -282,7 +287,7 @@ class _Loop:
         return stream
 
     def validation(self, step: int) -> dict[str, float]:
-        result = validate(self.engine, self.val, self.ctx, self.dtype)
+        result = validate(self.engine, self.val, self.ctx, self.dtype, self.tasks)
         _write_metrics(self.metrics, {"step": step, "val": result}, self.tracker)
         if dist.is_main():
             tqdm.write(f"step {step} val " + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
@@ -296,7 +301,7 @@ class _Loop:
         def micro_batches() -> Iterator[tuple[dict, object]]:
             for micro in range(train.grad_accum):
                 micro_step = (step - 1) * train.grad_accum + micro
-                task = TASKS[self.mixer.task_for(micro_step)]
+                task = self.tasks[self.mixer.task_for(micro_step)]
                 seed = micro_seed(train.seed, dist.rank(), micro_step)
                 torch.manual_seed(seed)  # dropout: the same in a resumed run
                 tasks.append(task.name)
@@ -390,24 +395,3 @@ def _write_metrics(metrics: MetricsLog, record: dict, tracker: Tracker | None = 
             tracker.log({k: v for k, v in record.items() if k != "world_size"}, "train")
 
     dist.on_main(write, what="pretrain.metrics")
-
-
-def _save_model(state: dict, model_dir: Path, run_dir: Path) -> None:
-    """Rank 0: the final weights as a model directory, ``run_dir/model`` (written whole or not at all)."""
-    from lottery.files import atomic_directory
-    from lottery.models.uniter import from_pretrained
-    from lottery.models.uniter.checkpoint import write_model_files
-
-    final = from_pretrained(model_dir)
-    final.load_state_dict(state)
-    # replace=True: a model an earlier attempt wrote (killed before anything used it; this run
-    # recomputed the same weights from the same checkpoint) is swapped out in one rename
-    with atomic_directory(run_dir / "model", replace=True) as partial:
-        write_model_files(final, partial, _tokenizer_files(model_dir))
-    log.info(f"pre-trained model written to {run_dir / 'model'}")
-
-
-def _tokenizer_files(model_dir: Path) -> dict[str, Path]:
-    from lottery.models.uniter import tokenizer_files
-
-    return tokenizer_files(model_dir)

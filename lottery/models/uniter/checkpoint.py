@@ -100,6 +100,11 @@ def _check_savable(model: UniterForPretraining, extra_files: Mapping[str, Path])
     for alias, owner in TIED_WEIGHTS.items():
         if model.get_parameter(alias) is not model.get_parameter(owner):
             raise ValueError(f"{alias} is not tied to {owner}; call model.tie_weights() before saving")
+    check_extra_files(extra_files)
+
+
+def check_extra_files(extra_files: Mapping[str, Path]) -> None:
+    """Files to copy into a model directory: plain names that do not clash with its own, and present."""
     for name, source in extra_files.items():
         if name in (CONFIG_FILE, WEIGHTS_FILE) or Path(name).name != name:
             raise ValueError(

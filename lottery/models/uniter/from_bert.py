@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,21 @@ def load_bert_weights(bert_dir: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{bert_dir} has neither model.safetensors nor pytorch_model.bin")
 
 
+def renamed_bert_weights(
+    bert_dir: Path, key_of: Callable[[str], str | None]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The BERT's tensors under our names (`key_of`), and the BERT keys `key_of` has no place for."""
+    state: dict[str, torch.Tensor] = {}
+    skipped = []
+    for bert_key, tensor in load_bert_weights(bert_dir).items():
+        key = key_of(bert_key)
+        if key is None:
+            skipped.append(bert_key)
+        else:
+            state[key] = tensor
+    return state, skipped
+
+
 def uniter_key(bert_key: str) -> str | None:
     """Our name for a BERT parameter, or None for the keys UNITER has no place for (SKIPPED_*)."""
     key = normalise_key(bert_key).removeprefix("bert.")
@@ -137,14 +153,7 @@ def init_from_bert(
         name = MINILM_NAME if is_minilm else f"uniter-{folder.name}"
     config = bert_uniter_config(folder, name, img_dim, num_region_classes)
 
-    state: dict[str, torch.Tensor] = {}
-    skipped = []
-    for bert_key, tensor in load_bert_weights(folder).items():
-        key = uniter_key(bert_key)
-        if key is None:
-            skipped.append(bert_key)
-        else:
-            state[key] = tensor
+    state, skipped = renamed_bert_weights(folder, uniter_key)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -1,0 +1,119 @@
+"""Model families: a directory says its family, jobs build and check by family, tickets do not cross them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lottery.config import ConfigError, ModelConfig, load_config
+from lottery.models.families import FAMILIES, family_of
+from lottery.models.uniter import ModelDirError
+
+
+@pytest.fixture(scope="module")
+def lxmert_dir(tmp_path_factory, shapes_dir):
+    from lottery.train.assets import ensure_model
+
+    out = tmp_path_factory.mktemp("models") / "lxmert-mini"
+    return ensure_model(ModelConfig(dir=str(out), family="lxmert"), shapes_dir)
+
+
+def test_a_built_lxmert_directory_fits_the_data_and_says_its_family(lxmert_dir, shapes_dir):
+    from lottery.train.assets import data_meta
+
+    meta = data_meta(shapes_dir)
+    assert family_of(lxmert_dir).name == "lxmert"
+    assert FAMILIES["lxmert"].input_sizes(lxmert_dir) == (int(meta["feat_dim"]), len(meta["class_names"]))
+    assert (lxmert_dir / "vocab.txt").is_file()  # the tokenizer travels with the model
+    model = FAMILIES["lxmert"].load(lxmert_dir)
+    assert model.config.name == "lxmert-mini" and len(model.prunable()) == 69
+
+
+def test_uniter_directories_old_and_new_are_uniter(mini_model_dir, tmp_path):
+    assert family_of(mini_model_dir).name == "uniter"
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    config = json.loads((mini_model_dir / "config.json").read_text())
+    (legacy / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k not in ("model_type", "architectures")})
+    )
+    assert family_of(legacy).name == "uniter"
+
+
+def test_a_directory_of_no_family_is_refused_naming_its_file(tmp_path):
+    with pytest.raises(ModelDirError, match="config.json is missing"):
+        family_of(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vilt"}))
+    with pytest.raises(ModelDirError, match=r"config.json: model_type 'vilt' is none of the families"):
+        family_of(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelDirError, match="config.json: not valid JSON"):
+        family_of(tmp_path)
+
+
+def test_a_job_of_one_family_refuses_a_model_directory_of_another(mini_model_dir, lxmert_dir, shapes_dir):
+    from lottery.train.assets import ensure_model
+
+    with pytest.raises(ConfigError, match=r"is a uniter model but model.family is lxmert"):
+        ensure_model(ModelConfig(dir=str(mini_model_dir), family="lxmert"), shapes_dir)
+    with pytest.raises(ConfigError, match=r"is a lxmert model but model.family is uniter"):
+        ensure_model(ModelConfig(dir=str(lxmert_dir)), shapes_dir)
+
+
+def test_a_task_mix_may_only_name_the_familys_tasks():
+    with pytest.raises(ConfigError, match=r"lxmert has no task\(s\) \['mrckl'\]; its pre-training tasks are"):
+        load_config("pretrain-lxmert-mini", ["tasks.mix={itm: 1, mrckl: 1}"])
+    with pytest.raises(ConfigError, match=r"uniter has no task\(s\) \['obj'\]"):
+        load_config("pretrain-uniter-mini", ["tasks.mix={itm: 1, obj: 1}"])
+    assert load_config("pretrain-lxmert-mini", []).model.family == "lxmert"
+
+
+def test_a_uniter_ticket_is_refused_by_an_lxmert_model_naming_both(
+    tmp_path, mini_model_dir, lxmert_dir, capsys
+):
+    from lottery.cli import main
+    from lottery.tickets.distributed import load_broadcast
+    from lottery.tickets.format import TicketError
+
+    assert main(
+        [
+            "ticket",
+            "cut",
+            "--model",
+            str(mini_model_dir),
+            "--store",
+            str(tmp_path),
+            "--method",
+            "random",
+            "--sparsity",
+            "0.5",
+        ]
+    ) in (0, None)
+    ticket_id = capsys.readouterr().out.strip().splitlines()[-1]
+    model = FAMILIES["lxmert"].load(lxmert_dir)
+    with pytest.raises(TicketError, match=r"cut from uniter uniter-mini\) does not match model lxmert-mini"):
+        load_broadcast(
+            tmp_path,
+            ticket_id,
+            expect_fingerprint=model.fingerprint,
+            expect_scope=None,
+            model_name="lxmert-mini",
+        )
+
+
+def test_model_init_builds_either_family_from_the_command_line(tmp_path, shapes_dir):
+    out = tmp_path / "lx"
+    done = subprocess.run(
+        [sys.executable, "-m", "lottery", "model", "init", "--family", "lxmert", "--out", str(out), "--data", str(shapes_dir)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "lxmert initialised from minilm" in done.stdout and family_of(out).name == "lxmert"
+    refused = subprocess.run(
+        [sys.executable, "-m", "lottery", "model", "init", "--family", "vilt", "--out", str(tmp_path / "v")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "invalid choice: 'vilt'" in refused.stderr
