@@ -28,6 +28,11 @@ class Family:
     input_sizes: Callable[[Path], tuple[int, int]]  # model directory -> (feature size, detector classes)
     scope: Callable[[], tuple[str, ...]]  # the default prunable scope
     tasks: Callable[[], dict[str, Any]]  # name -> PretrainTask
+    finetune_tasks: tuple[str, ...]  # the downstream tasks it has a head for
+    task_model: Callable[
+        [Path, str, int | None], Any
+    ]  # (a model directory, task, outputs) -> fresh task model
+    save_finetuned: Callable[..., Path]  # (state, config, TaskHead, partial, extra_files): a fine-tuned dir
 
 
 def _uniter_build(bert: str, out: Path, img_dim: int, classes: int) -> Path:
@@ -69,6 +74,32 @@ def _uniter_tasks() -> dict[str, Any]:
     from lottery.tasks.pretrain import TASKS
 
     return TASKS
+
+
+def _uniter_task_model(model_dir: Path, task: str, num_outputs: int | None):
+    from lottery.models.uniter import load_config
+    from lottery.tasks.downstream.model import UniterForTask
+
+    return UniterForTask(load_config(model_dir), task, num_outputs=num_outputs)
+
+
+def _uniter_save_finetuned(*args, **kwargs) -> Path:
+    from lottery.models.uniter import save_finetuned
+
+    return save_finetuned(*args, **kwargs)
+
+
+def _lxmert_task_model(model_dir: Path, task: str, num_outputs: int | None):
+    from lottery.models.lxmert import load_config
+    from lottery.models.lxmert.task_model import LxmertForTask
+
+    return LxmertForTask(load_config(model_dir), task, num_outputs=num_outputs)
+
+
+def _lxmert_save_finetuned(*args, **kwargs) -> Path:
+    from lottery.models.lxmert.finetuned import save_finetuned
+
+    return save_finetuned(*args, **kwargs)
 
 
 def _lxmert_build(bert: str, out: Path, img_dim: int, classes: int) -> Path:
@@ -118,24 +149,30 @@ def _log(message: str) -> None:
 
 FAMILIES: dict[str, Family] = {
     "uniter": Family(
-        "uniter",
-        "models/uniter-mini",
-        _uniter_load,
-        _uniter_write,
-        _uniter_build,
-        _uniter_sizes,
-        _uniter_scope,
-        _uniter_tasks,
+        name="uniter",
+        default_dir="models/uniter-mini",
+        load=_uniter_load,
+        write=_uniter_write,
+        build=_uniter_build,
+        input_sizes=_uniter_sizes,
+        scope=_uniter_scope,
+        tasks=_uniter_tasks,
+        finetune_tasks=("vqa", "gqa", "snli-ve", "vcr", "retrieval", "refcoco+", "nlvr2"),
+        task_model=_uniter_task_model,
+        save_finetuned=_uniter_save_finetuned,
     ),
     "lxmert": Family(
-        "lxmert",
-        "models/lxmert-mini",
-        _lxmert_load,
-        _lxmert_write,
-        _lxmert_build,
-        _lxmert_sizes,
-        _lxmert_scope,
-        _lxmert_tasks,
+        name="lxmert",
+        default_dir="models/lxmert-mini",
+        load=_lxmert_load,
+        write=_lxmert_write,
+        build=_lxmert_build,
+        input_sizes=_lxmert_sizes,
+        scope=_lxmert_scope,
+        tasks=_lxmert_tasks,
+        finetune_tasks=("vqa", "gqa", "nlvr2"),  # the paper's LXMERT tasks (models/lxmert/task_model.py)
+        task_model=_lxmert_task_model,
+        save_finetuned=_lxmert_save_finetuned,
     ),
 }
 

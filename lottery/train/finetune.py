@@ -1,8 +1,8 @@
 """``lottery finetune``: one downstream task from theta0 (or theta0' / theta0'') under a ticket.
 
 Read top to bottom: the ticket's id (the alias resolved once, by rank 0, broadcast) -> theta0 (built
-once, its criteria printed, its verdict recorded in the metrics) -> the task's data -> UniterForTask with
-the start's backbone and a fresh head -> DeepSpeed engine -> the ticket installed by that id (verified,
+once, its criteria printed, its verdict recorded in the metrics) -> the task's data -> the family's task model
+(UniterForTask, LxmertForTask) with the start's backbone and a fresh head -> DeepSpeed engine -> the ticket installed by that id (verified,
 refused before any step if it was cut from another model) -> steps -> the task's metric on val ->
 ``metrics.json`` (and ``model/``, a fine-tuned model directory, unless ``save_model=false``).
 
@@ -30,10 +30,10 @@ from lottery.config import ConfigError, FinetuneConfig, SparsityConfig, load_con
 from lottery.data.examples import TASK_NAMES
 from lottery.evaluation.chance import chance_metrics
 from lottery.files import atomic_directory, write_json_atomic
+from lottery.models.families import FAMILIES
 from lottery.progress import progress_bar
 from lottery.run_record import mark_done, run_digest, write_record
 from lottery.tasks.downstream.common import TaskContext, pack_pairs
-from lottery.tasks.downstream.model import UniterForTask
 from lottery.tasks.downstream.registry import adapter
 from lottery.train.batches import to_device
 from lottery.train.starts import STARTS, start_state
@@ -66,6 +66,16 @@ def check_config(config: FinetuneConfig) -> None:
         raise ConfigError(f"task: {config.task!r} is not one of {', '.join(TASK_NAMES)}")
     if config.init not in STARTS:
         raise ConfigError(f"init: {config.init!r} is not one of {', '.join(STARTS)}")
+    family = load_config(config.theta0, list(config.theta0_overrides)).model.family
+    tasks = FAMILIES[family].finetune_tasks
+    if config.task not in tasks:
+        raise ConfigError(
+            f"task: {family} ({config.theta0}) has no {config.task} head; its tasks are {', '.join(tasks)}"
+        )
+    if config.adversarial.enabled and family != "uniter":
+        raise ConfigError(
+            f"adversarial.enabled: VILLA perturbs UNITER's embeddings; {family} has no such path"
+        )
 
 
 class _Predict:
@@ -119,13 +129,14 @@ class _Setup:
     bert_model: Path
     data: TaskData
     ctx: TaskContext
-    model: UniterForTask
+    model: Any  # the family's task model
     engine: Any
     precision: str
     dtype: torch.dtype
     sparsity: SparsityConfig
     enforcer: Any
     verdict: Theta0Verdict
+    family: str  # model.family of theta0's config
 
 
 def finetune(
@@ -242,7 +253,6 @@ def resolve_ticket(config: FinetuneConfig) -> ResolvedTicket | None:
 
 def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, world: int) -> _Setup:
     """theta0 (built once, its verdict read), the task's data, the model from the start, engine, ticket."""
-    from lottery.models.uniter import load_config as load_model_config
     from lottery.models.uniter.checkpoint import load_tokenizer
     from lottery.train.assets import ensure_data, ensure_model
     from lottery.train.engine import build_engine, working_dtype
@@ -272,7 +282,8 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
             f"{config.init}, {len(data.train)} train / {len(data.val)} val examples -> {out}"
         )
     torch.manual_seed(config.train.seed)  # the fresh head: the same in every run of this config
-    model = UniterForTask(load_model_config(theta0_model), config.task, num_outputs=len(data.answers) or None)
+    family = FAMILIES[theta0_config.model.family]
+    model = family.task_model(theta0_model, config.task, len(data.answers) or None)
     state = start_state(config.init, theta0_model, bert_model, config.init_seed)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not name.startswith("head.") for name in missing):
@@ -299,6 +310,7 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
         sparsity,
         enforcer,
         verdict,
+        family.name,
     )
 
 
@@ -369,7 +381,7 @@ def _save_model(run: _Setup, config: FinetuneConfig, out: Path) -> None:
 
     Collective (the weights are gathered); rank 0 writes.
     """
-    from lottery.models.uniter import TaskHead, save_finetuned, tokenizer_files
+    from lottery.models.uniter import TaskHead, tokenizer_files
     from lottery.train.weights import full_state_dict
 
     state = full_state_dict(run.engine)
@@ -377,4 +389,6 @@ def _save_model(run: _Setup, config: FinetuneConfig, out: Path) -> None:
         return
     head = TaskHead(config.task, run.model.head[-1].out_features, tuple(run.data.answers))
     with atomic_directory(out / "model", replace=True) as partial:
-        save_finetuned(state, run.model.config, head, partial, tokenizer_files(run.bert_model))
+        FAMILIES[run.family].save_finetuned(
+            state, run.model.config, head, partial, tokenizer_files(run.bert_model)
+        )

@@ -121,8 +121,8 @@ class ConstantModel(torch.nn.Module):
         super().__init__()
         self.outputs = outputs
 
-    def uniter(self, **inputs: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(*inputs["attn_masks"].shape, 4)
+    def encode_packed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.zeros(*batch["attn_masks"].shape, 4)
 
     def pooled(self, sequence: torch.Tensor) -> torch.Tensor:
         return sequence[:, 0]

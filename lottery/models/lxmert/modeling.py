@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import LxmertForPreTraining
 
 from lottery.sparsity.scope import model_fingerprint, prunable_parameters
@@ -69,6 +69,20 @@ def stream_masks(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     return text, slots.unsqueeze(0) < num_regions.unsqueeze(1)
 
 
+def encode_streams(lxmert: nn.Module, batch: dict[str, Tensor]) -> Streams:
+    """Run the backbone (`LxmertModel`) on a packed batch: its masks unpacked, its boxes cut to 4-d."""
+    text_mask, region_mask = stream_masks(batch)
+    output = lxmert(
+        input_ids=batch["input_ids"],
+        visual_feats=batch["img_feat"],
+        visual_pos=batch["img_pos_feat"][..., :BOX_DIMS],
+        attention_mask=text_mask.long(),
+        visual_attention_mask=region_mask.long(),
+        return_dict=True,
+    )
+    return Streams(output.language_output, output.vision_output, output.pooled_output)
+
+
 class LxmertForLotteryPretraining(LxmertForPreTraining):
     """`LxmertForPreTraining` whose forward is ``task.loss(self, batch)``; its parts are called by the tasks.
 
@@ -82,16 +96,7 @@ class LxmertForLotteryPretraining(LxmertForPreTraining):
         return task.loss(self, batch)
 
     def encode(self, batch: dict[str, Tensor]) -> Streams:
-        text_mask, region_mask = stream_masks(batch)
-        output = self.lxmert(
-            input_ids=batch["input_ids"],
-            visual_feats=batch["img_feat"],
-            visual_pos=batch["img_pos_feat"][..., :BOX_DIMS],
-            attention_mask=text_mask.long(),
-            visual_attention_mask=region_mask.long(),
-            return_dict=True,
-        )
-        return Streams(output.language_output, output.vision_output, output.pooled_output)
+        return encode_streams(self.lxmert, batch)
 
     def prunable(self, scope: Sequence[str] = LXMERT_SCOPE) -> list[str]:
         """The parameter names IMP may prune, in registration order (the ticket's order)."""

@@ -99,6 +99,12 @@ def save_finetuned(
     )
     data = config_json(config, UniterWithTaskHead.__name__, task=head.task, num_outputs=head.num_outputs)
     (partial / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    write_task_file(partial, head, extra_files)
+    return partial
+
+
+def write_task_file(partial: Path, head: TaskHead, extra_files: Mapping[str, Path] | None = None) -> None:
+    """task.json (what the head computes) and the copied files of any family's fine-tuned directory."""
     description = {
         "format": TASK_FORMAT,
         "task": head.task,
@@ -108,7 +114,6 @@ def save_finetuned(
     (partial / TASK_FILE).write_text(json.dumps(description, indent=2) + "\n")
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, partial / name)
-    return partial
 
 
 def from_finetuned(model_dir: str | Path) -> UniterForTask:

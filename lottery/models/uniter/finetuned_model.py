@@ -28,6 +28,12 @@ class TaskModelCalls:
     def forward(self, batch: dict[str, Tensor], adapter: Any) -> tuple[Tensor, dict[str, float]]:
         return adapter.loss(self, batch)
 
+    def encode_packed(self, batch: dict[str, Tensor]) -> Tensor:
+        """The backbone's packed outputs, with adversarial training's embedding perturbations if set."""
+        from lottery.tasks.downstream.common import MODEL_INPUTS, PERTURBATIONS
+
+        return self.uniter(**{k: batch[k] for k in MODEL_INPUTS + PERTURBATIONS if k in batch})
+
     def pooled(self, sequence: Tensor) -> Tensor:
         return self.uniter.pooler(sequence)
 

@@ -60,7 +60,8 @@ def pack_pairs(ctx: TaskContext, ids: Sequence[list[int]], keys: Sequence[str]) 
 
 
 def encode(model: nn.Module, batch: Batch) -> Tensor:
-    return model.uniter(**{k: batch[k] for k in MODEL_INPUTS + PERTURBATIONS if k in batch})
+    """The packed (B, L, H) outputs of any family's task model (`encode_packed`)."""
+    return model.encode_packed(batch)
 
 
 def stats(loss: Tensor, count: int) -> dict[str, float]:

@@ -8,6 +8,8 @@ over both images' pooled outputs joined for NLVR2, and over each region's output
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from lottery.models.uniter.config import UniterConfig
@@ -32,16 +34,17 @@ def mlp_head(in_dim: int, hidden: int, out_dim: int, eps: float) -> nn.Sequentia
     )
 
 
-def build_task_head(task: str, config: UniterConfig, num_outputs: int | None = None) -> nn.Sequential:
+def build_task_head(task: str, config: Any, num_outputs: int | None = None) -> nn.Sequential:
     """The (undrawn) head of `task`; one place, because fine-tuning's UniterForTask and the transformers
-    class of a fine-tuned directory (models/uniter/finetuned_model.py) must build the very same modules."""
+    class of a fine-tuned directory (models/uniter/finetuned_model.py) must build the very same modules.
+    `config` is any family's (its `hidden_size`, and `layer_norm_eps` where it has one)."""
     if task not in HEAD_LAYOUT:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(HEAD_LAYOUT)}")
     reads, fixed = HEAD_LAYOUT[task]
     outputs = fixed or num_outputs
     if not outputs:
         raise ValueError(f"task {task!r} needs num_outputs (the size of its answer vocabulary)")
-    hidden, eps = config.hidden_size, config.layer_norm_eps
+    hidden, eps = config.hidden_size, getattr(config, "layer_norm_eps", 1e-12)  # LXMERT's LayerNorms: 1e-12
     if reads == "regions":
         return mlp_head(hidden, hidden, 1, eps)
     if reads == "pair":
