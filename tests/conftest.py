@@ -18,6 +18,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The launched commands find the venv's tools first (`run`), and so must this process: DeepSpeed's
+# JIT op build runs `ninja` from PATH, and a build log written by another ninja version (the system's)
+# is rebuilt from scratch, ~40 s at each switch between an in-process job and a launched one.
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 # the small shapes world of the tests; jobs pointed at it pass the same `data.*` (a world built from
 # other settings is refused)
 SHAPES = {"seed": 0, "train_samples": 512, "val_samples": 64, "samples_per_shard": 128, "feat_dim": 256}

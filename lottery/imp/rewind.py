@@ -97,20 +97,24 @@ def remove_rewind_point(directory: Path) -> None:
 
 
 def _write_rewind_point(state: dict, theta0_model: Path, directory: Path, rewind_step: int) -> None:
-    """Rank 0's part of save_rewind_point: the model directory and its record, renamed into place whole."""
+    """Rank 0's part of save_rewind_point: the model directory and its record, renamed into place whole.
+
+    The point is theta0's model with other weights, so it is loaded and written by theta0's family.
+    """
     from lottery.files import atomic_directory
-    from lottery.models.uniter import from_pretrained, tokenizer_files
-    from lottery.models.uniter.checkpoint import write_model_files
+    from lottery.models.families import family_of
+    from lottery.models.uniter import tokenizer_files
 
     target = directory / "rewind"
     wanted = {"step": rewind_step, "world_size": dist.world_size()}
     if rewind_record(directory) == wanted:
         return  # this round 0 wrote it before a kill, from the same weights
-    model = from_pretrained(theta0_model)
+    family = family_of(theta0_model)
+    model = family.load(theta0_model)
     model.load_state_dict(state)
     # replace=True: a stale point (another world size, no record) is swapped out in the same rename
     with atomic_directory(target, replace=True) as partial:
-        write_model_files(model, partial, tokenizer_files(theta0_model))
+        family.write(model, partial, tokenizer_files(theta0_model))
         (partial / MARKER).write_text(json.dumps(wanted, sort_keys=True))
     log.info(f"rewind point: the weights at step {rewind_step} -> {target}")
 

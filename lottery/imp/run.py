@@ -50,6 +50,7 @@ from pathlib import Path
 
 from lottery import dist
 from lottery.config import (
+    FAMILY_TASKS,
     ConfigError,
     FinetuneConfig,
     ImpConfig,
@@ -64,11 +65,13 @@ from lottery.files import write_json_atomic
 from lottery.imp.early_bird import EarlyBird, prune_engine
 from lottery.imp.rewind import check_rewind, remove_rewind_point, require_rewind_point, save_rewind_point
 from lottery.imp.state import ImpState, round_alias, run_dir_for, run_identity
+from lottery.models.families import FAMILIES, Family
 from lottery.run_record import mark_done, write_record
 from lottery.sparsity.maskset import MaskSet
-from lottery.sparsity.scope import DEFAULT_SCOPE, parameter_shape, prunable_parameters
+from lottery.sparsity.scope import parameter_shape, prunable_parameters
 from lottery.tickets import TicketMeta, TicketStore
 from lottery.tickets.distributed import load_broadcast
+from lottery.tickets.layout import model_name
 from lottery.train.finetune import finetune
 from lottery.train.finetune_configs import task_config
 from lottery.train.pretrain import pretrain
@@ -78,7 +81,6 @@ from lottery.train.theta0 import ensure_theta0, identity
 log = logging.getLogger("lottery.imp")
 METHODS = ("imp", "oneshot", "random")
 OBJECTIVES = ("pretrain", *TASK_NAMES)
-FAMILY = "uniter"
 
 
 def check_config(config: ImpConfig) -> None:
@@ -100,6 +102,37 @@ def check_config(config: ImpConfig) -> None:
         raise ConfigError("imp.early_bird_threshold needs imp.early_bird_every > 0")
 
 
+def check_family(config: ImpConfig, theta0_config: PretrainConfig) -> None:
+    """Refuse, before theta0 is built, what the family of theta0's ``model.family`` cannot train.
+
+    A pre-training round trains theta0's model on ``tasks.mix``, which must name its family's tasks. A
+    downstream round is a fine-tune, so the fine-tune's own check judges it (whether the family has the
+    task's head), now instead of after theta0's build.
+    """
+    if config.imp.objective != "pretrain":
+        from lottery.train.finetune import check_config as check_finetune
+
+        try:
+            check_finetune(downstream_config(config))
+        except ConfigError as err:
+            raise ConfigError(f"imp.objective: {config.imp.objective}: {err}") from None
+        return
+    family, known = theta0_config.model.family, FAMILY_TASKS[theta0_config.model.family]
+    foreign = sorted(name for name, weight in config.tasks.mix.items() if weight > 0 and name not in known)
+    if foreign:
+        raise ConfigError(
+            f"tasks.mix: theta0 {config.theta0} is {family}, which has no task(s) {foreign}; "
+            f"its pre-training tasks are {list(known)}"
+        )
+
+
+def downstream_config(config: ImpConfig) -> FinetuneConfig:
+    """The fine-tune a downstream objective's rounds run: the task's shipped config from the run's theta0."""
+    imp = config.imp
+    task = task_config(imp.objective, None, list(imp.task_overrides))
+    return replace(task, theta0=config.theta0, theta0_overrides=config.theta0_overrides, init="theta0")
+
+
 @dataclass
 class ImpRun:
     """One IMP run: its config, theta0, directory and state. `run()` is collective."""
@@ -117,9 +150,14 @@ class ImpRun:
         return len(self.config.imp.schedule) + 1
 
     @property
+    def family(self) -> Family:
+        """The model family every round trains: theta0's ``model.family``."""
+        return FAMILIES[self.theta0_config.model.family]
+
+    @property
     def scope(self) -> tuple[str, ...]:
-        """The prunable scope of every mask of the run (``imp.scope``, or the BERT-tickets default)."""
-        return tuple(self.config.imp.scope) or DEFAULT_SCOPE
+        """The prunable scope of every mask of the run (``imp.scope``, or the family's default scope)."""
+        return tuple(self.config.imp.scope) or self.family.scope()
 
     @property
     def masks(self) -> TicketStore:
@@ -140,7 +178,7 @@ class ImpRun:
 
     def meta(self, index: int) -> TicketMeta:
         return TicketMeta(
-            family=FAMILY,
+            family=self.family.name,
             model=self.model_name,
             method=self.config.imp.method,
             tasks=self.tasks(),
@@ -150,9 +188,7 @@ class ImpRun:
 
     @property
     def model_name(self) -> str:
-        from lottery.models.uniter import load_config as load_model_config
-
-        return load_model_config(self.theta0_model).name
+        return model_name(self.theta0_model)
 
     def round_config(self, index: int) -> PretrainConfig:
         ticket = round_alias(index) if index > 0 else ""
@@ -168,13 +204,8 @@ class ImpRun:
 
     def task_round_config(self, index: int) -> FinetuneConfig:
         """A downstream round: the task's fine-tune from theta0 under the round's mask, the run's steps."""
-        imp = self.config.imp
-        task = task_config(imp.objective, None, list(imp.task_overrides))
         return replace(
-            task,
-            theta0=self.config.theta0,
-            theta0_overrides=self.config.theta0_overrides,
-            init="theta0",
+            downstream_config(self.config),
             ticket=round_alias(index) if index > 0 else "dense",
             store=str(self.directory / "masks"),
             scope=self.scope,
@@ -358,6 +389,7 @@ def prepare(config: ImpConfig) -> ImpRun:
     """Check the config, build or reuse theta0 (collective), and find the run directory."""
     check_config(config)
     theta0_config = load_config(config.theta0, list(config.theta0_overrides))
+    check_family(config, theta0_config)
     theta0_model = ensure_theta0(theta0_config)
     if theta0_model is None:
         raise RuntimeError("theta0 stopped before its last step (theta0_overrides has stop_after_steps?)")

@@ -14,32 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# a model directory's layout and fingerprint come from its own family (layout.py)
+from lottery.tickets.layout import model_layout
+
 if TYPE_CHECKING:
     from lottery.tickets import Ticket, TicketStore
-
-FAMILY = "uniter"
-
-
-def model_layout(model_dir: Path, scope: Sequence[str]) -> tuple[str, str, dict[str, tuple[int, ...]]]:
-    """(config name, fingerprint, prunable name -> shape) of a model directory, without its weights.
-
-    The model is built on the meta device: its parameter registration order is the prunable order
-    the fingerprint is defined on, which the weight file (sorted by name) does not keep.
-    """
-    import torch
-
-    from lottery.models.uniter import UniterForPretraining, load_config
-    from lottery.sparsity.scope import ScopeError, model_fingerprint, prunable_parameters
-    from lottery.tickets import TicketError
-
-    config = load_config(model_dir)
-    with torch.device("meta"):
-        model = UniterForPretraining(config)
-    try:
-        params = prunable_parameters(model, scope)
-    except ScopeError as err:
-        raise TicketError(f"{model_dir}: {err}") from None
-    return config.name, model_fingerprint(model, scope), {n: tuple(p.shape) for n, p in params.items()}
 
 
 def _check_against_model(ticket: Ticket, model_dir: Path, scope: Sequence[str] | None) -> tuple[str, str]:
@@ -72,22 +51,24 @@ def cut_ticket(
     """One-shot ticket from a model directory's weights, put in `store`; returns its id.
 
     `sparsity` is the fraction of the prunable weights pruned; N:M pruning sets it to 1 - n/m itself.
-    `scope` defaults to the BERT-tickets scope.
+    `scope` defaults to the scope of the directory's family (UNITER: the BERT-tickets scope), and the
+    ticket records that family.
     """
     from safetensors.torch import load
 
+    from lottery.models.families import family_of
     from lottery.models.uniter.checkpoint import WEIGHTS_FILE
     from lottery.sparsity.criteria import METHODS, cut
-    from lottery.sparsity.scope import DEFAULT_SCOPE
     from lottery.tickets import TicketError, TicketMeta
 
-    scope = tuple(scope) if scope else DEFAULT_SCOPE
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "nm":
         sparsity = 1.0 - n / m
     elif sparsity is None:
         raise ValueError(f"--sparsity is required for method {method!r}")
+    family = family_of(model_dir)
+    scope = tuple(scope) if scope else family.scope()
     name, _, shapes = model_layout(model_dir, scope)
     weights_path = Path(model_dir) / WEIGHTS_FILE
     if not weights_path.is_file():
@@ -113,7 +94,7 @@ def cut_ticket(
             sort_keys=True,
         ).encode()
     ).hexdigest()
-    meta = TicketMeta(family=FAMILY, model=name, method=method, config_digest=digest)
+    meta = TicketMeta(family=family.name, model=name, method=method, config_digest=digest)
     return store.put(masks, meta, alias=alias)
 
 

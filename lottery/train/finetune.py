@@ -135,7 +135,7 @@ class _Setup:
     dtype: torch.dtype
     sparsity: SparsityConfig
     enforcer: Any
-    verdict: Theta0Verdict
+    verdict: Theta0Verdict | None
     family: str  # model.family of theta0's config
 
 
@@ -197,9 +197,10 @@ def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks
         "train_examples": len(run.data.train),
         "val_examples": len(run.data.val),
         "seconds": round(time.perf_counter() - began, 1),
-        "theta0_dir": run.verdict.directory,
-        "theta0_passed": run.verdict.passed,
-        "theta0_failed": list(run.verdict.failed),
+        "theta0_dir": str(run.theta0_model.parent),
+        # None: theta0's family has no grounding criteria (they probe UNITER), so nothing was measured
+        "theta0_passed": None if run.verdict is None else run.verdict.passed,
+        "theta0_failed": [] if run.verdict is None else list(run.verdict.failed),
         "config": to_dict(config),
     }
     verify_now(run.enforcer, f"at the end of the fine-tune (step {steps})")
@@ -257,14 +258,18 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
     from lottery.train.assets import ensure_data, ensure_model
     from lottery.train.engine import build_engine, working_dtype
     from lottery.train.finetune_data import prepare_task_data
-    from lottery.train.theta0 import ensure_theta0, read_verdict
+    from lottery.train.theta0 import MEASURED_FAMILY, ensure_theta0, read_verdict
     from lottery.train.ticketed import attach_ticket
 
     theta0_config = load_config(config.theta0, list(config.theta0_overrides))
     theta0_model = ensure_theta0(theta0_config)
     if theta0_model is None:
         raise RuntimeError("theta0 stopped before its last step; run `lottery theta0` to finish it")
-    verdict = dist.on_main(lambda: read_verdict(theta0_model.parent), what="finetune.theta0_verdict")
+    verdict = (
+        dist.on_main(lambda: read_verdict(theta0_model.parent), what="finetune.theta0_verdict")
+        if theta0_config.model.family == MEASURED_FAMILY
+        else None
+    )
     scenes_dir = ensure_data(theta0_config.data)
     bert_model = ensure_model(theta0_config.model, scenes_dir)
     tokenizer = load_tokenizer(bert_model)

@@ -1,6 +1,10 @@
 """Where a fine-tune starts: theta0, the BERT initialisation (the paper's theta0'), or shuffled theta0
 (theta0'': every weight tensor's values permuted, seeded, which keeps each layer's distribution and
-destroys what pre-training put where). Only the backbone (`uniter.*`) is taken; heads start fresh.
+destroys what pre-training put where). Only the backbone is taken (`uniter.*`, `lxmert.*`: the model's
+`base_model_prefix`); heads start fresh.
+
+A directory is read by its own family (`family_of`): the BERT initialisation is the directory
+`ensure_model` built with the family's builder from the same BERT, so every start works for every family.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ STARTS = ("theta0", "bert", "shuffled")
 
 
 def backbone_state(model_dir: Path) -> dict[str, Tensor]:
-    """The `uniter.*` weights of a model directory."""
-    from lottery.models.uniter import from_pretrained
+    """The backbone weights of a model directory (`uniter.*` for UNITER, `lxmert.*` for LXMERT)."""
+    from lottery.models.families import family_of
 
-    state = from_pretrained(model_dir).state_dict()
-    return {name: value for name, value in state.items() if name.startswith("uniter.")}
+    model = family_of(model_dir).load(model_dir)
+    prefix = f"{model.base_model_prefix}."
+    return {name: value for name, value in model.state_dict().items() if name.startswith(prefix)}
 
 
 def shuffled(state: dict[str, Tensor], seed: int) -> dict[str, Tensor]:

@@ -11,6 +11,10 @@ A theta0 that failed its criteria is still a theta0 (a short budget may be all t
 may use it unremarked: every job that calls `ensure_theta0` prints one line saying so, records
 `theta0_passed: false`, and refuses it outright under `theta0.require_criteria=true`.
 
+The criteria are UNITER's (`lottery.evaluation.grounding` probes UNITER's modules): a theta0 of another
+family has neither criteria.json nor verdict.json, says so in one line, and is refused under
+`theta0.require_criteria=true`, since it cannot have passed criteria nobody measured.
+
 Rank 0 alone reads the cache and decides, through ``dist.on_main``, so every rank takes the same
 branch and a failure on rank 0 reaches every rank at once: whether the theta0 is finished (site
 ``theta0.done``), whether the build wrote its model (``theta0.model_written``), its criteria, verdict,
@@ -35,6 +39,7 @@ log = logging.getLogger("lottery.train.theta0")
 
 CACHE_ENV = "LOTTERY_THETA0_CACHE"
 VERDICT = "verdict.json"
+MEASURED_FAMILY = "uniter"  # the family the grounding criteria probe
 
 # Sections of a PretrainConfig that say how jobs treat theta0, not what it is. They are left out of the
 # identity, so adding one never moves an existing theta0 to another cache directory (nor changes the
@@ -141,8 +146,14 @@ def ensure_theta0(config: PretrainConfig, root: Path | None = None, samples: int
     done = dist.on_main(lambda: is_done(directory), what="theta0.done")
     if not done and not _build(config, directory, samples):
         return None
-    verdict = dist.on_main(lambda: _announce(directory), what="theta0.verdict")
-    if not verdict.passed and config.theta0.require_criteria:
+    family = config.model.family
+    verdict = dist.on_main(lambda: _announce(directory, family), what="theta0.verdict")
+    if verdict is None and config.theta0.require_criteria:
+        raise Theta0Refused(
+            f"theta0 {directory} is {family}, and grounding criteria are measured for UNITER only, so "
+            "theta0.require_criteria=true cannot be met: set theta0.require_criteria=false to use it"
+        )
+    if verdict is not None and not verdict.passed and config.theta0.require_criteria:
         raise Theta0Refused(verdict.refusal())
     return directory / "model"
 
@@ -170,23 +181,36 @@ def _build(config: PretrainConfig, directory: Path, samples: int) -> bool:
 
 
 def _record(config: PretrainConfig, directory: Path, samples: int) -> None:
-    """Rank 0: the built theta0's criteria, verdict and learning curves, then DONE, written last."""
+    """Rank 0: the built theta0's criteria, verdict and learning curves, then DONE, written last.
+
+    A family the criteria do not probe gets no criteria.json and no verdict (an empty table would
+    read as passed): `_announce` says so instead.
+    """
     from lottery.evaluation.grounding import evaluate_model_dir
     from lottery.train.curves import plot_learning_curves
 
-    metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
-    write_json_atomic(
-        directory / "criteria.json", {"metrics": metrics, "criteria": [asdict(r) for r in rows]}
-    )
-    write_verdict(directory, verdict_of(rows, directory))
+    if config.model.family == MEASURED_FAMILY:
+        metrics, rows = evaluate_model_dir(directory / "model", config.data.dir, samples=samples)
+        write_json_atomic(
+            directory / "criteria.json", {"metrics": metrics, "criteria": [asdict(r) for r in rows]}
+        )
+        write_verdict(directory, verdict_of(rows, directory))
     plot_learning_curves(directory / "metrics.jsonl", directory / "curves.png", f"theta0 {directory.name}")
     run_record.mark_done(directory, digest(identity(config)))
 
 
-def _announce(directory: Path) -> Theta0Verdict:
-    """Print the criteria table (and the failure line), recording the verdict of an older theta0 (rank 0)."""
+def _announce(directory: Path, family: str = MEASURED_FAMILY) -> Theta0Verdict | None:
+    """Print the criteria table (and the failure line), recording the verdict of an older theta0 (rank 0).
+
+    None for a theta0 of a family the criteria do not probe: it has no table, and no verdict.
+    """
     from lottery.evaluation.grounding import Criterion, format_criteria
 
+    if family != MEASURED_FAMILY:
+        log.info(
+            f"theta0 {directory}: grounding criteria are measured for UNITER only; this {family} theta0 has none"
+        )
+        return None
     stored = json.loads((directory / "criteria.json").read_text())
     rows = [Criterion(**row) for row in stored["criteria"]]
     log.info(f"theta0 {directory}:\n{format_criteria(rows)}")

@@ -37,7 +37,10 @@ def nothing_starts(monkeypatch):
         (("pretrain", "train.zero_stage=7"), "train.zero_stage: 7 is not one of 0, 1, 2, 3"),
         (("imp", "imp.method=magic"), "imp.method: 'magic' is not one of imp, oneshot, random"),
         (("pretrain", "train.steps=-5"), "train.steps: -5 must be >= 1"),
-        (("pretrain", "tasks.mix={itm: 1, nsp: 1}"), "tasks.mix: 'nsp' is not one of itm, mlm, mrfr, mrckl, obj"),
+        (
+            ("pretrain", "tasks.mix={itm: 1, nsp: 1}"),
+            "tasks.mix: 'nsp' is not one of itm, mlm, mrfr, mrckl, obj",
+        ),
         (("finetune", "--task", "vqa", "optim.lr=-1"), "optim.lr: -1.0 must be > 0"),
         (("finetune", "--task", "vqa", "init_seed=x"), "init_seed"),
         (("pipeline", "workers=-1"), "workers: -1 must be >= 0"),
