@@ -23,6 +23,7 @@ class Family:
     name: str
     default_dir: str  # the embedded default built from MiniLM
     load: Callable[[Path], Any]  # model directory -> the pre-training model
+    skeleton: Callable[[Path], Any]  # model directory -> the pre-training model from config.json alone
     write: Callable[[Any, Path, Mapping[str, Path]], None]  # fill a partial directory (atomic_directory)
     build: Callable[[str, Path, int, int], Path]  # (bert, out, img_dim, classes) -> out, written whole
     input_sizes: Callable[[Path], tuple[int, int]]  # model directory -> (feature size, detector classes)
@@ -62,6 +63,18 @@ def _uniter_load(model_dir: Path):
     from lottery.models.uniter import from_pretrained
 
     return from_pretrained(model_dir)
+
+
+def _uniter_skeleton(model_dir: Path):
+    from lottery.models.uniter import UniterForPretraining, load_config
+
+    return UniterForPretraining(load_config(model_dir))
+
+
+def _lxmert_skeleton(model_dir: Path):
+    from lottery.models.lxmert import LxmertForLotteryPretraining, load_config
+
+    return LxmertForLotteryPretraining(load_config(model_dir))
 
 
 def _uniter_scope() -> tuple[str, ...]:
@@ -152,6 +165,7 @@ FAMILIES: dict[str, Family] = {
         name="uniter",
         default_dir="models/uniter-mini",
         load=_uniter_load,
+        skeleton=_uniter_skeleton,
         write=_uniter_write,
         build=_uniter_build,
         input_sizes=_uniter_sizes,
@@ -165,6 +179,7 @@ FAMILIES: dict[str, Family] = {
         name="lxmert",
         default_dir="models/lxmert-mini",
         load=_lxmert_load,
+        skeleton=_lxmert_skeleton,
         write=_lxmert_write,
         build=_lxmert_build,
         input_sizes=_lxmert_sizes,

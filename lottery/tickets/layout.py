@@ -9,26 +9,9 @@ the fingerprint is defined on, which the weight file (sorted by name) does not k
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-
-def _uniter_skeleton(model_dir: Path) -> Any:
-    from lottery.models.uniter import UniterForPretraining, load_config
-
-    return UniterForPretraining(load_config(model_dir))
-
-
-def _lxmert_skeleton(model_dir: Path) -> Any:
-    from lottery.models.lxmert import LxmertForLotteryPretraining, load_config
-
-    return LxmertForLotteryPretraining(load_config(model_dir))
-
-
-# family name -> the pre-training model of a directory, built from its config.json alone (its weights
-# are never read: under torch.device("meta") it costs no memory)
-SKELETONS: dict[str, Callable[[Path], Any]] = {"uniter": _uniter_skeleton, "lxmert": _lxmert_skeleton}
 
 
 def skeleton(model_dir: str | Path) -> Any:
@@ -37,13 +20,9 @@ def skeleton(model_dir: str | Path) -> Any:
 
     from lottery.models.families import family_of
 
-    name = family_of(model_dir).name
-    if name not in SKELETONS:
-        raise ValueError(
-            f"{model_dir}: no layout is known for model family {name!r}; known: {list(SKELETONS)}"
-        )
-    with torch.device("meta"):
-        return SKELETONS[name](Path(model_dir))
+    family = family_of(model_dir)  # a ModelDirError names a directory of no known family
+    with torch.device("meta"):  # built from config.json alone: no weights read, no memory
+        return family.skeleton(Path(model_dir))
 
 
 def model_name(model_dir: str | Path) -> str:
