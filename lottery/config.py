@@ -271,11 +271,16 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         family, known = self.model.family, FAMILY_TASKS[self.model.family]
-        foreign = sorted(name for name, weight in self.tasks.mix.items() if weight > 0 and name not in known)
+        foreign = foreign_tasks(family, self.tasks.mix)
         if foreign:
             raise ConfigError(
                 f"tasks.mix: {family} has no task(s) {foreign}; its pre-training tasks are {list(known)}"
             )
+
+
+def foreign_tasks(family: str, mix: dict[str, float]) -> list[str]:
+    """The tasks `mix` gives a positive ratio that `family` has not (sorted): what a run must refuse."""
+    return sorted(name for name, weight in mix.items() if weight > 0 and name not in FAMILY_TASKS[family])
 
 
 DEFAULT_SCHEDULE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -57,6 +57,7 @@ from lottery.config import (
     PretrainConfig,
     SparsityConfig,
     digest,
+    foreign_tasks,
     load_config,
 )
 from lottery.data.examples import TASK_NAMES
@@ -118,7 +119,7 @@ def check_family(config: ImpConfig, theta0_config: PretrainConfig) -> None:
             raise ConfigError(f"imp.objective: {config.imp.objective}: {err}") from None
         return
     family, known = theta0_config.model.family, FAMILY_TASKS[theta0_config.model.family]
-    foreign = sorted(name for name, weight in config.tasks.mix.items() if weight > 0 and name not in known)
+    foreign = foreign_tasks(family, config.tasks.mix)
     if foreign:
         raise ConfigError(
             f"tasks.mix: theta0 {config.theta0} is {family}, which has no task(s) {foreign}; "
