@@ -23,6 +23,7 @@ import torch
 import webdataset as wds
 from transformers import AutoTokenizer
 
+from lottery.data.patches import PatchGrid
 from lottery.data.schema import META_NAME, decode_sample, shard_error, validate_sample
 
 
@@ -32,7 +33,7 @@ class Example:
 
     key: str
     input_ids: list[int]  # texts[0] as [CLS] ... [SEP], at most max_text_len ids
-    feat: torch.Tensor  # (N, D)
+    feat: torch.Tensor  # (N, D): region features, or a patch model's patches (lottery.data.patches)
     box: torch.Tensor  # (N, 7)
     soft: torch.Tensor | None  # (N, C), when the shard has detector scores
     meta: dict[str, Any]  # the sample's json: texts, scene, task fields
@@ -86,6 +87,7 @@ def example_stream(
     max_text_len: int = 60,
     seed: int = 0,
     num_workers: int = 0,
+    patches: PatchGrid | None = None,
 ) -> Iterable[list[Example]]:
     """An infinite stream of training batches for this rank; each iteration starts it afresh.
 
@@ -93,6 +95,7 @@ def example_stream(
     and with `num_workers` > 0 (capped at the rank's shard count) each worker reads every
     `num_workers`-th shard of that sequence, and the loader interleaves the workers' batches in a
     fixed order. A bad sample or unreadable shard raises `ShardError` naming the shard and key.
+    With `patches`, an example's regions are its image's patches (a patch model's input).
     """
     mine = rank_shards(urls, rank, world_size)
     pipeline = wds.DataPipeline(
@@ -101,7 +104,7 @@ def example_stream(
         _read_shards,
         wds.map(_checked),
         wds.batched(batch_size, collation_fn=None, partial=False),
-        partial(_examples, tokenizer_dir=tokenizer_dir, max_text_len=max_text_len),
+        partial(_examples, tokenizer_dir=tokenizer_dir, max_text_len=max_text_len, patches=patches),
     )
     workers = min(num_workers, len(mine))
     if workers == 0:
@@ -122,6 +125,7 @@ def eval_batches(
     max_text_len: int,
     batch_size: int,
     limit: int | None = None,
+    patches: PatchGrid | None = None,
 ) -> Iterable[list[Example]]:
     """One pass over `urls` in order, in one process and not split by rank, so every rank sees the
     same samples; `limit` stops after that many samples. The last batch may be short."""
@@ -130,7 +134,7 @@ def eval_batches(
         stages.append(wds.slice(limit))
     stages += [
         wds.batched(batch_size, collation_fn=None, partial=True),
-        partial(_examples, tokenizer_dir=tokenizer_dir, max_text_len=max_text_len),
+        partial(_examples, tokenizer_dir=tokenizer_dir, max_text_len=max_text_len, patches=patches),
     ]
     return wds.DataPipeline(*stages)
 
@@ -164,7 +168,11 @@ def _checked(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _examples(
-    batches: Iterable[list[dict[str, Any]]], *, tokenizer_dir: Path, max_text_len: int
+    batches: Iterable[list[dict[str, Any]]],
+    *,
+    tokenizer_dir: Path,
+    max_text_len: int,
+    patches: PatchGrid | None = None,
 ) -> Iterator[list[Example]]:
     """Tokenise texts[0] of each sample; the tokenizer loads once per worker, on its first batch."""
     tokenizer = None
@@ -174,10 +182,20 @@ def _examples(
         ids = tokenizer([s["json"]["texts"][0] for s in batch], truncation=True, max_length=max_text_len)[
             "input_ids"
         ]
-        yield [_example(sample, input_ids) for sample, input_ids in zip(batch, ids, strict=True)]
+        yield [_example(sample, input_ids, patches) for sample, input_ids in zip(batch, ids, strict=True)]
 
 
-def _example(sample: dict[str, Any], input_ids: list[int]) -> Example:
+def _example(sample: dict[str, Any], input_ids: list[int], patches: PatchGrid | None) -> Example:
+    """The sample as a model reads it: its region features, or with `patches` its image's patches."""
+    if patches is not None:
+        feat, box = patches.patches(sample, sample.get("__url__", "?"))
+        return Example(sample["__key__"], input_ids, feat, box, None, sample["json"])
+    if "feat.npy" not in sample:
+        raise shard_error(
+            sample.get("__url__", "?"),
+            sample["__key__"],
+            "no region features (feat.npy): this dataset holds images only, which a patch model (ViLT) reads",
+        )
     soft = sample.get("soft.npy")
     return Example(
         key=sample["__key__"],

@@ -6,7 +6,13 @@ One sample of a webdataset tar:
   source's own fields (the shapes world stores its `scene`; tasks add labels and answers);
 - `feat.npy`: float16 (N, D) region features, N >= 1;
 - `box.npy`: float32 (N, 7) boxes `[x1, y1, x2, y2, w, h, w*h]` normalised to [0, 1];
-- `soft.npy` (optional): float16 (N, C) detector class scores, the MRC-kl target.
+- `soft.npy` (optional): float16 (N, C) detector class scores, the MRC-kl target;
+- `png` or `jpg` (optional): the encoded image, for patch models (ViLT): rendered by `lottery data
+  shapes --render`, or copied from a converted dataset's own image bytes.
+
+A sample needs region features (`feat.npy` and `box.npy`), an image, or both: region models (UNITER,
+LXMERT) read the first, patch models the second, and a dataset that lacks what a model reads is
+refused when the sample is read (`lottery.data.pipeline`).
 
 Writers build a decoded sample (dict of Python objects and arrays), `validate_sample` it and
 `encode_sample` it; readers `decode_sample` then `validate_sample`, so a bad sample fails at the boundary
@@ -26,7 +32,10 @@ import numpy as np
 
 META_NAME = "meta.json"
 BOX_DIM = 7
-REQUIRED_FIELDS: tuple[str, ...] = ("json", "feat.npy", "box.npy")
+REQUIRED_FIELDS: tuple[str, ...] = ("json",)
+REGION_FIELDS: tuple[str, ...] = ("feat.npy", "box.npy")
+# Encoded image fields and the magic bytes each format's files start with.
+IMAGE_MAGIC: dict[str, bytes] = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
 # Boxes come from float arithmetic in converters; allow rounding, not un-normalised pixel boxes.
 _BOX_SLACK = 1e-3
 _FIX = "rebuild the dataset (for the shapes world: delete the directory and run `lottery data shapes`) or fix the converter that wrote it"
@@ -87,6 +96,24 @@ def validate_sample(sample: dict[str, Any], shard: str) -> None:
         present = sorted(f for f in sample if not f.startswith("__"))
         raise shard_error(shard, key, f"missing field(s) {missing} (present: {present})")
     _check_json(sample["json"], shard, key)
+    images = [f for f in IMAGE_MAGIC if f in sample]
+    if len(images) > 1:
+        raise shard_error(shard, key, f"has two images ({images}); a sample holds one")
+    for field in images:
+        _check_image(sample[field], field, shard, key)
+    regions_given = [f for f in REGION_FIELDS if f in sample]
+    if not regions_given and images:
+        if "soft.npy" in sample:
+            raise shard_error(shard, key, "soft.npy without feat.npy and box.npy: scores of which regions?")
+        return
+    missing = [f for f in REGION_FIELDS if f not in sample]
+    if missing:
+        present = sorted(f for f in sample if not f.startswith("__"))
+        raise shard_error(
+            shard,
+            key,
+            f"missing field(s) {missing} (present: {present}); a sample needs regions, an image or both",
+        )
     feat = _array(sample, "feat.npy", np.float16, shard, key)
     if feat.ndim != 2 or feat.shape[0] < 1 or feat.shape[1] < 1:
         raise shard_error(shard, key, f"feat.npy has shape {feat.shape}; expected (N, D) with N, D >= 1")
@@ -118,6 +145,18 @@ def _check_json(meta: Any, shard: str, key: str) -> None:
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
         raise shard_error(
             shard, key, f"json field 'texts' is {texts!r}; expected a non-empty list of non-empty strings"
+        )
+
+
+def _check_image(value: Any, field: str, shard: str, key: str) -> None:
+    """Bytes that start as a `field` file does; decoding is left to the reader, which names the sample too."""
+    if not isinstance(value, bytes | bytearray) or not value:
+        raise shard_error(
+            shard, key, f"{field} is {type(value).__name__} of no bytes; expected encoded image bytes"
+        )
+    if not bytes(value[: len(IMAGE_MAGIC[field])]) == IMAGE_MAGIC[field]:
+        raise shard_error(
+            shard, key, f"{field} does not start with the {field.upper()} signature: not a {field} file"
         )
 
 

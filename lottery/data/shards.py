@@ -20,6 +20,7 @@ import numpy as np
 
 from lottery.data.captions import make_caption
 from lottery.data.features import FeatureSpace
+from lottery.data.render import MIN_SIZE, render_scene
 from lottery.data.schema import META_NAME, encode_sample, validate_sample
 from lottery.data.world import CLASS_NAMES, SceneConfig, generate_scene
 from lottery.files import open_atomic
@@ -38,6 +39,8 @@ class ShapesConfig:
     `min_objects`/`max_objects` and `mentions_per_caption` set how hard scenes and captions are: a
     curriculum starts from a dataset with single-object scenes and one-object captions.
     `feature_noise` is the std of the per-region noise relative to the attribute signal (see features.py).
+    `render_size` > 0 adds each scene's image (`png`, that many pixels a side) for patch models (ViLT);
+    0 writes region features only, as builds did before images existed.
     """
 
     seed: int = 0
@@ -50,6 +53,7 @@ class ShapesConfig:
     mentions_per_caption: int = 2
     feature_noise: float = 0.5
     captions_per_scene: int = 1
+    render_size: int = 0
 
     def __post_init__(self) -> None:
         for field in ("train_samples", "val_samples", "samples_per_shard", "feat_dim", "captions_per_scene"):
@@ -62,6 +66,10 @@ class ShapesConfig:
         if self.feature_noise < 0:
             raise ValueError(f"shapes config: feature_noise must be >= 0, got {self.feature_noise}")
         SceneConfig(self.min_objects, self.max_objects)  # raises on a bad object range
+        if self.render_size != 0 and self.render_size < MIN_SIZE:
+            raise ValueError(
+                f"shapes config: render_size must be 0 (no images) or >= {MIN_SIZE} pixels, got {self.render_size}"
+            )
 
     @property
     def scene(self) -> SceneConfig:
@@ -75,20 +83,24 @@ def make_sample(cfg: ShapesConfig, space: FeatureSpace, split: str, index: int) 
     """Sample `index` of `split`, decoded (see schema.py), drawn from its own rng.
 
     The json carries the scene, so fields of later tasks (questions, answers, referring expressions)
-    can be derived from it, here or from the stored shards.
+    can be derived from it, here or from the stored shards. The image (`render_size` > 0) is drawn from
+    the scene alone, after the rng's last draw, so every other field is the same with or without it.
     """
     rng = np.random.default_rng([cfg.seed, SPLIT_IDS[split], index])
     scene = generate_scene(rng, cfg.scene)
     texts = [make_caption(scene, rng, cfg.mentions_per_caption).text for _ in range(cfg.captions_per_scene)]
     regions = space.regions(scene, rng)
     key = f"{split}-{index:08d}"
-    return {
+    sample = {
         "__key__": key,
         "json": {"id": f"shapes-{key}", "split": split, "texts": texts, "scene": scene.to_json()},
         "feat.npy": regions.feat,
         "box.npy": regions.box,
         "soft.npy": regions.soft,
     }
+    if cfg.render_size:
+        sample["png"] = render_scene(scene, cfg.render_size)
+    return sample
 
 
 def write_shapes_shards(out_dir: Path, cfg: ShapesConfig) -> Path:
@@ -105,14 +117,19 @@ def write_shapes_shards(out_dir: Path, cfg: ShapesConfig) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     space = FeatureSpace.for_world(cfg.seed, cfg.feat_dim, cfg.feature_noise)
     shards = {split: _write_split(out_dir, cfg, space, split) for split in SPLIT_IDS}
-    meta = {
+    config = asdict(cfg)
+    if not cfg.render_size:  # a build without images writes the meta.json it wrote before they existed
+        del config["render_size"]
+    meta: dict[str, Any] = {
         "source": "shapes",
-        "config": asdict(cfg),
+        "config": config,
         "counts": {split: cfg.count(split) for split in SPLIT_IDS},
         "shards": shards,
         "class_names": list(CLASS_NAMES),
         "feat_dim": cfg.feat_dim,
     }
+    if cfg.render_size:
+        meta |= {"image_field": "png", "image_size": cfg.render_size}
     with open_atomic(meta_path, buffering=_WRITE_BUFFER) as f:
         f.write(json.dumps(meta, indent=2).encode())
     return out_dir

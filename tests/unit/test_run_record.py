@@ -102,6 +102,7 @@ def test_an_option_added_later_moves_no_run_that_leaves_it_at_its_default():
         del before["tasks"][key]  # the tree before the options were added
     del before["train"]["report_to"]
     del before["model"]["family"]
+    del before["data"]["render_size"]
     old = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert digest(config) == old and not set(added) & set(canonical_tree(config)["tasks"])
     for key in added:

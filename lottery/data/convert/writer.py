@@ -13,6 +13,11 @@ A dataset holds a train and a val split (training reads both from one directory)
 split into an `<out>` that holds the other adds it: the new shards are moved in beside the others
 and `meta.json` is rewritten (atomically) to list both, once the feature size and the classes are
 seen to agree. At every moment `meta.json` lists only complete shards.
+
+An image-only dataset (ViLT's tables: encoded images, no region features) has `feat_dim` null in
+`meta.json`, no detector classes, and `image_field`: the image field its samples carry ("jpg" or
+"png"; a list of both when the input mixes them). Region datasets keep `feat_dim` and have no
+`image_field`, so their `meta.json` is as before.
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lottery.data.schema import META_NAME, ShardError, encode_sample, shard_error, validate_sample
+from lottery.data.schema import (
+    IMAGE_MAGIC,
+    META_NAME,
+    ShardError,
+    encode_sample,
+    shard_error,
+    validate_sample,
+)
 from lottery.data.shards import add_sample  # the shapes world's tar layout: byte-identical shards
 from lottery.files import fsync_dir, open_atomic, write_json_atomic
 from lottery.progress import progress_bar
@@ -62,10 +74,12 @@ class Plan:
     load: Callable[[int], dict[str, Any]]
     source: dict[str, Any]  # format and input paths, stored in meta.json
     inputs: Sequence[Path]  # files or directories whose sizes and mtimes identify the input
-    feat_dim: int
-    num_classes: int  # width of soft.npy, or the detector's class count when there is none
+    feat_dim: int | None  # None: an image-only dataset, no region features
+    num_classes: int  # width of soft.npy, or the detector's class count when there is none (0: image-only)
     has_soft: bool
     extra_meta: dict[str, Any] = field(default_factory=dict)
+    # the image fields (schema.IMAGE_MAGIC) its samples carry, every sample one of them; () = none
+    image_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,12 +178,14 @@ def write_shards(plan: Plan, out: Path, *, samples_per_shard: int, overwrite: bo
             "feat_dim": plan.feat_dim,
             "class_names": [f"class-{i:04d}" for i in range(plan.num_classes)],  # unnamed in both formats
             "soft_labels": plan.has_soft,
+            **({"image_field": image_field_meta(plan.image_fields)} if plan.image_fields else {}),
             # per split: where it came from and how (a dataset may hold splits of two conversions)
             "splits": {
                 plan.split: {
                     "source": plan.source,
                     "samples_per_shard": samples_per_shard,
                     "convert": stamp,
+                    **({"image_field": image_field_meta(plan.image_fields)} if plan.image_fields else {}),
                     **plan.extra_meta,
                 }
             },
@@ -181,6 +197,12 @@ def write_shards(plan: Plan, out: Path, *, samples_per_shard: int, overwrite: bo
         (work / PLAN_NAME).unlink(missing_ok=True)
         _publish(work, out, overwrite)
     return Result(out=out, samples=len(plan.keys), shards=len(names), reused=len(reused))
+
+
+def image_field_meta(fields: Sequence[str]) -> str | list[str]:
+    """`meta.json`'s `image_field`: the one field every sample carries, or the sorted list when mixed."""
+    unique = sorted(set(fields))
+    return unique[0] if len(unique) == 1 else unique
 
 
 def _check_unique(plan: Plan) -> None:
@@ -254,6 +276,17 @@ def write_shard(plan: Plan, path: Path, start: int, stop: int) -> None:
 
 
 def _check_dims(plan: Plan, sample: dict[str, Any], shard: str, key: str) -> None:
+    if plan.image_fields:
+        given = [f for f in IMAGE_MAGIC if f in sample]
+        if not given or given[0] not in plan.image_fields:
+            carried = list(plan.image_fields)
+            raise shard_error(
+                shard, key, f"image field {given or 'missing'}; this dataset's samples carry {carried}"
+            )
+    if plan.feat_dim is None:
+        if "feat.npy" in sample:
+            raise shard_error(shard, key, "feat.npy present in an image-only dataset, unlike the rest")
+        return
     width = sample["feat.npy"].shape[1]
     if width != plan.feat_dim:
         raise shard_error(
@@ -267,6 +300,10 @@ def _check_dims(plan: Plan, sample: dict[str, Any], shard: str, key: str) -> Non
         raise shard_error(
             shard, key, f"soft.npy has {sample['soft.npy'].shape[1]} classes; expected {plan.num_classes}"
         )
+
+
+def _as_list(value: Any) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 def _publish(work: Path, out: Path, overwrite: bool) -> None:
@@ -314,6 +351,12 @@ def _add_split(work: Path, out: Path, split: str) -> None:
         "shards": {**old["shards"], split: moved},
         "splits": {**old.get("splits", {}), split: new["splits"][split]},
     }
+    # the reader takes either image field, so a jpg split and a png split may share a dataset
+    images = [f for entry in merged["splits"].values() for f in _as_list(entry.get("image_field"))]
+    if not any("image_field" in entry for entry in old.get("splits", {}).values()):
+        images += _as_list(old.get("image_field"))  # a dataset that records it only at the top
+    if images:
+        merged["image_field"] = image_field_meta(images)
     write_json_atomic(out / META_NAME, merged)
     fsync_dir(out)
     for name in replaced:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from lottery.data.patches import PatchGrid
 from lottery.data.pipeline import eval_batches, shard_urls
 
 _SHAPES_KEY = re.compile(r"(train|val)-(\d{8})")
@@ -28,13 +29,18 @@ def shards_holding(shards_dir: Path, split: str, keys: set[str]) -> list[str]:
 
 
 def load_features(
-    shards_dir: Path, split: str, keys: Iterable[str], tokenizer_dir: Path
+    shards_dir: Path, split: str, keys: Iterable[str], tokenizer_dir: Path, patches: PatchGrid | None = None
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """key -> (feat (N, D) float16, box (N, 7)) for every wanted key of `split`; names any key missing."""
+    """key -> (feat (N, D) float16, box (N, 7)) for every wanted key of `split`; names any key missing.
+    With `patches` (a patch model), an image's "regions" are its patches."""
     wanted = set(keys)
     found: dict[str, tuple[Tensor, Tensor]] = {}
     for batch in eval_batches(
-        shards_holding(shards_dir, split, wanted), tokenizer_dir=tokenizer_dir, max_text_len=8, batch_size=64
+        shards_holding(shards_dir, split, wanted),
+        tokenizer_dir=tokenizer_dir,
+        max_text_len=8,
+        batch_size=64,
+        patches=patches,
     ):
         for example in batch:
             if example.key in wanted:
