@@ -76,10 +76,17 @@ def _add_asset_commands(commands) -> None:
     shapes.add_argument("--val", type=int, default=1000, help="val samples")
     shapes.add_argument("--samples-per-shard", type=int, default=1000)
     shapes.add_argument("--feat-dim", type=int, default=2048, help="region feature size D")
+    shapes.add_argument(
+        "--render",
+        type=int,
+        default=0,
+        metavar="SIZE",
+        help="also write each scene as a SIZE x SIZE PNG image (>= 16), for patch models (ViLT); 0: none",
+    )
     shapes.set_defaults(func=commands_run.data_shapes)
     conv = data.add_parser(
         "convert",
-        help="region features you already have (LXMERT's TSV, UNITER's LMDBs) as webdataset shards; resumable",
+        help="data you already have (LXMERT's TSV, UNITER's LMDBs, ViLT's Arrow tables) as webdataset shards; resumable",
     )
     conv.add_argument("--from", dest="fmt", required=True, choices=FORMATS, help="the input format")
     conv.add_argument("--out", required=True, help="output directory (one split)")
@@ -94,6 +101,10 @@ def _add_asset_commands(commands) -> None:
     uniter.add_argument(
         "--txt-db", nargs="+", metavar="DIR", help="text LMDB directory(ies) with txt2img.json: the texts"
     )
+    vilt = conv.add_argument_group("--from vilt")
+    vilt.add_argument(
+        "--arrow", nargs="+", metavar="FILE", help="ViLT Arrow file(s) of one layout: captions, VQA v2, NLVR2"
+    )
     conv.set_defaults(func=commands_run.data_convert)
 
     model = commands.add_parser("model", help="make model directories").add_subparsers(
@@ -101,7 +112,7 @@ def _add_asset_commands(commands) -> None:
     )
     init = model.add_parser(
         "init",
-        help="a model whose text side is a BERT's (default: MiniLM-L6 -> uniter-mini or lxmert-mini)",
+        help="a model whose text side is a BERT's (default: MiniLM-L6 -> uniter-mini, lxmert-mini or vilt-mini)",
     )
     init.add_argument(
         "--family", choices=FAMILY_NAMES, default="uniter", help="the architecture (default: uniter)"
@@ -110,7 +121,9 @@ def _add_asset_commands(commands) -> None:
     init.add_argument("--out", required=True)
     init.add_argument("--img-dim", type=int, default=2048, help="region feature size (must match the data)")
     init.add_argument(
-        "--data", default=None, help="a shards directory whose meta.json sets img-dim and classes"
+        "--data",
+        default=None,
+        help="a shards directory whose meta.json sets img-dim and classes (vilt: the image size, default 64)",
     )
     init.set_defaults(func=commands_run.model_init)
     convert = model.add_parser("convert", help="an original UNITER checkpoint (.pt state dict) to our format")

@@ -14,14 +14,19 @@ from pathlib import Path
 
 
 def data_shapes(args: argparse.Namespace) -> None:
+    from lottery.data.render import MIN_SIZE
     from lottery.data.shards import ShapesConfig, build_shapes
+    from lottery.preflight import InputError
 
+    if args.render != 0 and args.render < MIN_SIZE:  # one line naming the option, not a traceback
+        raise InputError(f"--render {args.render}: must be 0 (no images) or >= {MIN_SIZE} pixels")
     cfg = ShapesConfig(
         seed=args.seed,
         train_samples=args.train,
         val_samples=args.val,
         samples_per_shard=args.samples_per_shard,
         feat_dim=args.feat_dim,
+        render_size=args.render,
     )
     out = build_shapes(Path(args.out), cfg)
     print(f"shapes world written to {out}")
@@ -36,6 +41,7 @@ def data_convert(args: argparse.Namespace) -> None:
     inputs = {
         "lxmert": {"--tsv": args.tsv, "--captions": args.captions},
         "uniter": {"--img-db": args.img_db, "--txt-db": args.txt_db},
+        "vilt": {"--arrow": args.arrow},
     }
     stray = [opt for fmt, given in inputs.items() if fmt != args.fmt for opt, value in given.items() if value]
     if stray:
@@ -53,6 +59,15 @@ def data_convert(args: argparse.Namespace) -> None:
 
             result, skipped = convert_lxmert(tsv, captions, Path(args.out), **common)
             left_out = f"{skipped} image(s) of the TSV have no caption: skipped"
+        elif args.fmt == "vilt":
+            arrows = [require_path(path, "--arrow") for path in args.arrow]
+            from lottery.data.convert.vilt_arrow import convert_vilt
+
+            result, left = convert_vilt(arrows, Path(args.out), **common)
+            dropped = sorted({name for names in left["dropped_columns"].values() for name in names})
+            left_out = f"skipped: {left['rows_without_texts']} row(s) without a text" + (
+                f"; column(s) not copied (not plain values): {', '.join(dropped)}" if dropped else ""
+            )
         else:
             img_db = require_path(args.img_db, "--img-db", directory=True)
             txt_dbs = [require_path(path, "--txt-db", directory=True) for path in args.txt_db]

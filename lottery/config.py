@@ -42,8 +42,12 @@ from lottery.config_loader import load_config as _load_config
 from lottery.data.examples import TASK_NAMES
 
 # the allowed values of the fields that name a choice (the modules that act on them hold the same lists)
-# each model family's pre-training tasks (lottery.tasks.pretrain.TASKS, lottery.tasks.lxmert_pretrain.LXMERT_TASKS)
-FAMILY_TASKS = {"uniter": ("itm", "mlm", "mrfr", "mrckl"), "lxmert": ("itm", "mlm", "mrfr", "obj")}
+# each model family's pre-training tasks (lottery.tasks.pretrain.TASKS, lxmert_pretrain.LXMERT_TASKS, vilt_pretrain.VILT_TASKS)
+FAMILY_TASKS = {
+    "uniter": ("itm", "mlm", "mrfr", "mrckl"),
+    "lxmert": ("itm", "mlm", "mrfr", "obj"),
+    "vilt": ("itm", "mlm"),
+}
 PRETRAIN_TASKS = tuple(dict.fromkeys(name for names in FAMILY_TASKS.values() for name in names))
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ZERO_STAGES = (0, 1, 2, 3)
@@ -109,9 +113,20 @@ def _check_objects(low: int, high: int) -> None:
         raise ConfigError(f"min_objects={low} must be <= max_objects={high}")
 
 
+MIN_RENDER_SIZE = 16  # lottery.data.render.MIN_SIZE, not imported: that would load Pillow with the config
+
+
+def _check_render_size(size: int) -> None:
+    if size != 0 and size < MIN_RENDER_SIZE:
+        raise ConfigError(f"render_size={size} must be 0 (no images) or >= {MIN_RENDER_SIZE} pixels")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the shards live and how they are read. ``dir`` is built (shapes world) if missing."""
+    """Where the shards live and how they are read. ``dir`` is built (shapes world) if missing.
+
+    ``render_size`` > 0 also draws each scene as a PNG image of that side, for patch models (ViLT).
+    """
 
     dir: str = "data/shapes"
     seed: NonNegativeInt = 0
@@ -125,9 +140,11 @@ class DataConfig:
     max_text_len: PositiveInt = 60
     num_workers: NonNegativeInt = 1
     curriculum: tuple[ScenePhase, ...] = ()  # phases before the main scenes above; () = none
+    render_size: NonNegativeInt = added_later(0)  # 0: region features only
 
     def __post_init__(self) -> None:
         _check_objects(self.min_objects, self.max_objects)
+        _check_render_size(self.render_size)
 
 
 @dataclass(frozen=True)

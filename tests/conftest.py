@@ -49,6 +49,26 @@ def shapes_dir(tmp_path_factory) -> Path:
     return build_shapes(out, ShapesConfig(**SHAPES))
 
 
+# the same world with 32-px images for a patch model (vilt-mini: 16-px patches, 4 an image)
+RENDERED_SHAPES = {**SHAPES, "render_size": 32}
+
+
+@pytest.fixture(scope="session")
+def rendered_shapes_dir(tmp_path_factory) -> Path:
+    from lottery.data.shards import ShapesConfig, build_shapes
+
+    out = tmp_path_factory.mktemp("data") / "shapes-32px"
+    return build_shapes(out, ShapesConfig(**RENDERED_SHAPES))
+
+
+@pytest.fixture(scope="session")
+def vilt_model_dir(tmp_path_factory, rendered_shapes_dir) -> Path:
+    from lottery.train.assets import build_model_from_bert
+
+    out = tmp_path_factory.mktemp("models") / "vilt-mini"
+    return build_model_from_bert("minilm", out, data_dir=rendered_shapes_dir, family="vilt")
+
+
 @pytest.fixture(scope="session")
 def mini_model_dir(tmp_path_factory, shapes_dir) -> Path:
     from lottery.train.assets import build_model_from_bert

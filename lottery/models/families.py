@@ -1,21 +1,24 @@
 """One adapter per model family, so the training jobs name a family instead of importing a model.
 
 A family says how to build its embedded default from a BERT, load and write a model directory, which
-region inputs a directory reads, which parameters a ticket may prune, and which pre-training tasks it
-has. A model directory says its own family: config.json's `model_type` (a UNITER directory written
-before model types existed has none, and is UNITER). Modules load on first use, so the command line
-parses without torch.
+region inputs a directory reads (or, for a patch model, the patch grid its images are cut into), which
+parameters a ticket may prune, and which pre-training tasks it has. A model directory says its own
+family: config.json's `model_type` (a UNITER directory written before model types existed has none,
+and is UNITER). Each adapter names the functions of its family's modules, imported on first use, so
+the command line parses without torch.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAMILY_NAMES = ("uniter", "lxmert")
+FAMILY_NAMES = ("uniter", "lxmert", "vilt")
 
 
 @dataclass(frozen=True)
@@ -25,169 +28,101 @@ class Family:
     load: Callable[[Path], Any]  # model directory -> the pre-training model
     skeleton: Callable[[Path], Any]  # model directory -> the pre-training model from config.json alone
     write: Callable[[Any, Path, Mapping[str, Path]], None]  # fill a partial directory (atomic_directory)
-    build: Callable[[str, Path, int, int], Path]  # (bert, out, img_dim, classes) -> out, written whole
+    build: Callable[[str, Path, int, int], Path]  # (bert, out, img_dim | image side, classes) -> out
     input_sizes: Callable[[Path], tuple[int, int]]  # model directory -> (feature size, detector classes)
     scope: Callable[[], tuple[str, ...]]  # the default prunable scope
     tasks: Callable[[], dict[str, Any]]  # name -> PretrainTask
     finetune_tasks: tuple[str, ...]  # the downstream tasks it has a head for
-    task_model: Callable[
-        [Path, str, int | None], Any
-    ]  # (a model directory, task, outputs) -> fresh task model
+    task_model: Callable[[Path, str, int | None], Any]  # (model directory, task, outputs) -> task model
     save_finetuned: Callable[..., Path]  # (state, config, TaskHead, partial, extra_files): a fine-tuned dir
+    load_finetuned: Callable[[Path], Any]  # a fine-tuned directory -> its task model
+    # model directory -> the PatchGrid a patch model reads its images as (None: it reads region features)
+    patch_grid: Callable[[Path], Any] = lambda model_dir: None
 
 
-def _uniter_build(bert: str, out: Path, img_dim: int, classes: int) -> Path:
-    from lottery.models.uniter import MINILM, init_from_bert, save_pretrained, tokenizer_files
+def _call(target: str) -> Callable[..., Any]:
+    """`module:function` as a function that imports the module on its first call (the CLI parses without torch)."""
+    module, name = target.split(":")
 
-    model, report = init_from_bert(
-        Path(bert) if bert != MINILM else bert, img_dim=img_dim, num_region_classes=classes
-    )
-    _log(report.summary())
-    return save_pretrained(model, out, extra_files=tokenizer_files(report.source))
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
-
-def _uniter_sizes(model_dir: Path) -> tuple[int, int]:
-    from lottery.models.uniter import load_config
-
-    config = load_config(model_dir)
-    return config.img_dim, config.num_region_classes
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
-def _uniter_write(model, directory: Path, extra_files: Mapping[str, Path]) -> None:
-    from lottery.models.uniter.checkpoint import write_model_files
-
-    write_model_files(model, directory, extra_files)
-
-
-def _uniter_load(model_dir: Path):
-    from lottery.models.uniter import from_pretrained
-
-    return from_pretrained(model_dir)
+def _value(target: str) -> Callable[[], Any]:
+    """`module:name` as a function returning that module-level value, imported on first use."""
+    module, name = target.split(":")
+    return lambda: getattr(importlib.import_module(module), name)
 
 
-def _uniter_skeleton(model_dir: Path):
-    from lottery.models.uniter import UniterForPretraining, load_config
+def _built(package: str, patch_model: bool = False) -> Callable[[str, Path, int, int], Path]:
+    """The `build` of the family in `package` (its `init_from_bert` and `save_pretrained`): the model,
+    its report logged, written with the BERT's tokenizer files. A patch model takes the data's image
+    side where a region model takes its feature size and detector classes."""
 
-    return UniterForPretraining(load_config(model_dir))
+    def build(bert: str, out: Path, size: int, classes: int) -> Path:
+        from lottery.models.uniter import MINILM, tokenizer_files
 
+        module = importlib.import_module(package)
+        source = bert if bert == MINILM else Path(bert)
+        if patch_model:
+            model, report = module.init_from_bert(source, image_size=size)
+        else:
+            model, report = module.init_from_bert(source, img_dim=size, num_region_classes=classes)
+        logging.getLogger("lottery.models").info(report.summary())
+        return module.save_pretrained(model, out, extra_files=tokenizer_files(report.source))
 
-def _lxmert_skeleton(model_dir: Path):
-    from lottery.models.lxmert import LxmertForLotteryPretraining, load_config
-
-    return LxmertForLotteryPretraining(load_config(model_dir))
-
-
-def _uniter_scope() -> tuple[str, ...]:
-    from lottery.sparsity.scope import DEFAULT_SCOPE
-
-    return DEFAULT_SCOPE
-
-
-def _uniter_tasks() -> dict[str, Any]:
-    from lottery.tasks.pretrain import TASKS
-
-    return TASKS
-
-
-def _uniter_task_model(model_dir: Path, task: str, num_outputs: int | None):
-    from lottery.models.uniter import load_config
-    from lottery.tasks.downstream.model import UniterForTask
-
-    return UniterForTask(load_config(model_dir), task, num_outputs=num_outputs)
-
-
-def _uniter_save_finetuned(*args, **kwargs) -> Path:
-    from lottery.models.uniter import save_finetuned
-
-    return save_finetuned(*args, **kwargs)
-
-
-def _lxmert_task_model(model_dir: Path, task: str, num_outputs: int | None):
-    from lottery.models.lxmert import load_config
-    from lottery.models.lxmert.task_model import LxmertForTask
-
-    return LxmertForTask(load_config(model_dir), task, num_outputs=num_outputs)
-
-
-def _lxmert_save_finetuned(*args, **kwargs) -> Path:
-    from lottery.models.lxmert.finetuned import save_finetuned
-
-    return save_finetuned(*args, **kwargs)
-
-
-def _lxmert_build(bert: str, out: Path, img_dim: int, classes: int) -> Path:
-    from lottery.models.lxmert import init_from_bert, save_pretrained
-    from lottery.models.uniter import tokenizer_files
-
-    model, report = init_from_bert(bert, img_dim=img_dim, num_region_classes=classes)
-    _log(report.summary())
-    return save_pretrained(model, out, extra_files=tokenizer_files(report.source))
-
-
-def _lxmert_load(model_dir: Path):
-    from lottery.models.lxmert import from_pretrained
-
-    return from_pretrained(model_dir)
-
-
-def _lxmert_write(model, directory: Path, extra_files: Mapping[str, Path]) -> None:
-    from lottery.models.lxmert import write_model_files
-
-    write_model_files(model, directory, extra_files)
-
-
-def _lxmert_sizes(model_dir: Path) -> tuple[int, int]:
-    from lottery.models.lxmert import input_sizes
-
-    return input_sizes(model_dir)
-
-
-def _lxmert_scope() -> tuple[str, ...]:
-    from lottery.models.lxmert import LXMERT_SCOPE
-
-    return LXMERT_SCOPE
-
-
-def _lxmert_tasks() -> dict[str, Any]:
-    from lottery.tasks.lxmert_pretrain import LXMERT_TASKS
-
-    return LXMERT_TASKS
-
-
-def _log(message: str) -> None:
-    import logging
-
-    logging.getLogger("lottery.models").info(message)
+    return build
 
 
 FAMILIES: dict[str, Family] = {
     "uniter": Family(
         name="uniter",
         default_dir="models/uniter-mini",
-        load=_uniter_load,
-        skeleton=_uniter_skeleton,
-        write=_uniter_write,
-        build=_uniter_build,
-        input_sizes=_uniter_sizes,
-        scope=_uniter_scope,
-        tasks=_uniter_tasks,
+        load=_call("lottery.models.uniter:from_pretrained"),
+        skeleton=_call("lottery.models.uniter.checkpoint:skeleton"),
+        write=_call("lottery.models.uniter.checkpoint:write_model_files"),
+        build=_built("lottery.models.uniter"),
+        input_sizes=_call("lottery.models.uniter.checkpoint:input_sizes"),
+        scope=_value("lottery.sparsity.scope:DEFAULT_SCOPE"),
+        tasks=_value("lottery.tasks.pretrain:TASKS"),
         finetune_tasks=("vqa", "gqa", "snli-ve", "vcr", "retrieval", "refcoco+", "nlvr2"),
-        task_model=_uniter_task_model,
-        save_finetuned=_uniter_save_finetuned,
+        task_model=_call("lottery.tasks.downstream.model:task_model"),
+        save_finetuned=_call("lottery.models.uniter:save_finetuned"),
+        load_finetuned=_call("lottery.models.uniter:from_finetuned"),
     ),
     "lxmert": Family(
         name="lxmert",
         default_dir="models/lxmert-mini",
-        load=_lxmert_load,
-        skeleton=_lxmert_skeleton,
-        write=_lxmert_write,
-        build=_lxmert_build,
-        input_sizes=_lxmert_sizes,
-        scope=_lxmert_scope,
-        tasks=_lxmert_tasks,
+        load=_call("lottery.models.lxmert:from_pretrained"),
+        skeleton=_call("lottery.models.lxmert.checkpoint:skeleton"),
+        write=_call("lottery.models.lxmert:write_model_files"),
+        build=_built("lottery.models.lxmert"),
+        input_sizes=_call("lottery.models.lxmert:input_sizes"),
+        scope=_value("lottery.models.lxmert:LXMERT_SCOPE"),
+        tasks=_value("lottery.tasks.lxmert_pretrain:LXMERT_TASKS"),
         finetune_tasks=("vqa", "gqa", "nlvr2"),  # the paper's LXMERT tasks (models/lxmert/task_model.py)
-        task_model=_lxmert_task_model,
-        save_finetuned=_lxmert_save_finetuned,
+        task_model=_call("lottery.models.lxmert.task_model:task_model"),
+        save_finetuned=_call("lottery.models.hf_finetuned:save_finetuned"),
+        load_finetuned=_call("lottery.models.lxmert.finetuned:from_finetuned"),
+    ),
+    "vilt": Family(
+        name="vilt",
+        default_dir="models/vilt-mini",
+        load=_call("lottery.models.vilt:from_pretrained"),
+        skeleton=_call("lottery.models.vilt.checkpoint:skeleton"),
+        write=_call("lottery.models.vilt:write_model_files"),
+        build=_built("lottery.models.vilt", patch_model=True),
+        input_sizes=_call("lottery.models.vilt:input_sizes"),
+        scope=_value("lottery.models.vilt:VILT_SCOPE"),
+        tasks=_value("lottery.tasks.vilt_pretrain:VILT_TASKS"),
+        finetune_tasks=("vqa", "nlvr2"),  # the paper's ViLT tasks (models/vilt/task_model.py)
+        task_model=_call("lottery.models.vilt.task_model:task_model"),
+        save_finetuned=_call("lottery.models.hf_finetuned:save_finetuned"),
+        load_finetuned=_call("lottery.models.vilt.finetuned:from_finetuned"),
+        patch_grid=_call("lottery.models.vilt:model_grid"),
     ),
 }
 

@@ -39,6 +39,7 @@ class Result:
     theta0_failed: str = ""  # the criteria it failed, "; "-joined
     theta0_dir: str = ""
     seed: int = 0  # the fine-tune's train.seed (its head and data order): the unit of "std over seeds"
+    family: str = "uniter"  # the model family (runs recorded before families existed are UNITER's)
 
     @property
     def variant(self) -> str:
@@ -102,6 +103,7 @@ def collect(run_dirs: list[Path]) -> list[Result]:
                         ticket_id=str(meta.get("id", "")),
                         store=str((record.get("config") or {}).get("store", "")) if meta else "",
                         seed=_seed(record),
+                        family=str(record.get("family", "uniter")),
                         **_theta0(record),
                     )
                 )
@@ -110,8 +112,18 @@ def collect(run_dirs: list[Path]) -> list[Result]:
     return found
 
 
+def by_family(results: list[Result]) -> dict[str, list[Result]]:
+    """The results of each model family, in the order the families first appear: a ticket's "% of
+    dense" only means something against the dense model of its own family."""
+    groups: dict[str, list[Result]] = {}
+    for r in results:
+        groups.setdefault(r.family, []).append(r)
+    return groups
+
+
 def dense_scores(results: list[Result]) -> dict[str, float]:
-    """Each task's dense score from theta0 (the 100% of "% of dense"), the mean if several runs."""
+    """Each task's dense score from theta0 (the 100% of "% of dense"), the mean if several runs
+    (of one family: `by_family` first when the results mix them)."""
     by_task: dict[str, list[float]] = {}
     for r in results:
         if r.method == "dense" and r.init == "theta0" and not r.adversarial:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lottery.data.examples import TASK_NAMES
 from lottery.files import open_atomic, write_text_atomic
-from lottery.report.collect import Result, dense_scores
+from lottery.report.collect import Result, by_family, dense_scores
 from lottery.report.paper import mean_percent, universal_percent_of_dense
 from lottery.report.tickets import check_tickets
 from lottery.report.tickets import markdown as tickets_markdown
@@ -202,6 +202,9 @@ def plot_transfer(results: list[Result], out_dir: Path) -> Path | None:
 def write_report(results: list[Result], out_dir: Path) -> Path:
     """results.csv, report.md (the tables, then the tickets' per-tensor check) and the figures.
 
+    Runs of several model families get a section and a figure directory each, every ticket measured
+    against its own family's dense model.
+
     The tickets' section ends with a warning per ticket that wipes out a tensor or could not be
     checked: the scores alone would show such a ticket as one that lost the tasks. `lottery report`
     and the pipeline print report.md, so the warnings reach the terminal too.
@@ -211,10 +214,21 @@ def write_report(results: list[Result], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(results, out_dir / "results.csv")
     checks = check_tickets(results)
-    text = markdown(results)
+    families = by_family(results)
+    if len(families) == 1:
+        (family,) = families
+        text = f"Model family: {family}\n\n" + markdown(results)
+        plot_sparsity(results, out_dir)
+        plot_transfer(results, out_dir)
+    else:  # each family against its own dense model; its figures in a directory of its own
+        sections = []
+        for family, runs in families.items():
+            sections.append(f"## {family}\n\n" + markdown(runs))
+            (out_dir / family).mkdir(exist_ok=True)
+            plot_sparsity(runs, out_dir / family)
+            plot_transfer(runs, out_dir / family)
+        text = "\n".join(sections)
     if checks:
         text += "\n" + tickets_markdown(checks)
     write_text_atomic(out_dir / "report.md", text)
-    plot_sparsity(results, out_dir)
-    plot_transfer(results, out_dir)
     return out_dir / "report.md"

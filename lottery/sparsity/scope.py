@@ -63,3 +63,21 @@ def fingerprint(shapes: Iterable[tuple[str, Sequence[int]]]) -> str:
 
 def model_fingerprint(model: nn.Module, scope: Sequence[str] = DEFAULT_SCOPE) -> str:
     return fingerprint((name, parameter_shape(p)) for name, p in prunable_parameters(model, scope).items())
+
+
+class ScopedPruning:
+    """`prunable()` and `fingerprint()` for a model class whose family prunes `PRUNABLE_SCOPE` by default.
+
+    Each family's pre-training and task models set only the class attribute, so the two methods the
+    ticket code calls are written once and cannot drift apart between families.
+    """
+
+    PRUNABLE_SCOPE: tuple[str, ...] = DEFAULT_SCOPE
+
+    def prunable(self, scope: Sequence[str] | None = None) -> list[str]:
+        """The parameter names IMP may prune, in registration order (the ticket's order)."""
+        return list(prunable_parameters(self, self.PRUNABLE_SCOPE if scope is None else scope))
+
+    def fingerprint(self, scope: Sequence[str] | None = None) -> str:
+        """sha256 over the prunable names and shapes: a ticket cut from another model will not match."""
+        return model_fingerprint(self, self.PRUNABLE_SCOPE if scope is None else scope)

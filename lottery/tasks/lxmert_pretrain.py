@@ -23,7 +23,7 @@ from lottery.tasks.masking import IGNORE
 from lottery.tasks.pretrain import Batch, PretrainTask, collate_itm, collate_mlm, collate_mrm
 
 
-def _classification_stats(name: str, loss: Tensor, logits: Tensor, targets: Tensor) -> dict[str, float]:
+def classification_stats(name: str, loss: Tensor, logits: Tensor, targets: Tensor) -> dict[str, float]:
     """The summed statistics validation adds up over batches and ranks (`pretrain.summarise`)."""
     count = float(targets.numel())
     return {
@@ -40,14 +40,14 @@ def loss_mlm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     logits = model.cls.predictions(language[selected]).float()
     targets = labels[selected]
     loss = F.cross_entropy(logits, targets)
-    return loss, _classification_stats("mlm", loss, logits, targets)
+    return loss, classification_stats("mlm", loss, logits, targets)
 
 
 def loss_itm(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     logits = model.cls.seq_relationship(model.encode(batch).pooled).float()
     targets = batch["itm_targets"]
     loss = F.cross_entropy(logits, targets)
-    return loss, _classification_stats("itm", loss, logits, targets)
+    return loss, classification_stats("itm", loss, logits, targets)
 
 
 def _masked_predictions(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
@@ -73,7 +73,7 @@ def loss_obj(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     confidence, labels = batch["soft_targets"].float().max(dim=1)
     per_region = F.cross_entropy(logits, labels, reduction="none") * confidence
     loss = per_region.mean() * model.config.visual_loss_normalizer
-    return loss, _classification_stats("obj", loss, logits, labels)
+    return loss, classification_stats("obj", loss, logits, labels)
 
 
 LXMERT_TASKS: dict[str, PretrainTask] = {

@@ -198,7 +198,7 @@ def alias_ticket(store: TicketStore, name: str, ref: str) -> str:
 
 
 def apply_ticket(store: TicketStore, ref: str, model_dir: Path, out: Path) -> Path:
-    """A new model directory `out`: `model_dir` with the ticket's pruned weights set to 0.
+    """A new model directory `out` of `model_dir`'s family: `model_dir` with the ticket's pruned weights 0.
 
     `model_dir` is a pre-training directory (theta0) or a fine-tuned one (backbone + task head: the
     backbone keeps the pre-training names, so the same ticket applies and the head is copied as is).
@@ -208,19 +208,14 @@ def apply_ticket(store: TicketStore, ref: str, model_dir: Path, out: Path) -> Pa
     import torch
 
     from lottery.files import atomic_directory
-    from lottery.models.uniter import (
-        from_finetuned,
-        from_pretrained,
-        save_finetuned,
-        save_pretrained,
-        task_head,
-    )
+    from lottery.models.families import family_of
+    from lottery.models.uniter import task_head
     from lottery.models.uniter.checkpoint import CONFIG_FILE, TASK_FILE, WEIGHTS_FILE
 
     ticket = store.load(ref)
     _check_against_model(ticket, model_dir, None)
-    head = task_head(model_dir)
-    model = from_pretrained(model_dir) if head is None else from_finetuned(model_dir)
+    family, head = family_of(model_dir), task_head(model_dir)
+    model = family.load(model_dir) if head is None else family.load_finetuned(model_dir)
     with torch.no_grad():
         for name, mask in ticket.masks.masks.items():
             model.get_parameter(name).masked_fill_(~mask, 0.0)
@@ -229,10 +224,11 @@ def apply_ticket(store: TicketStore, ref: str, model_dir: Path, out: Path) -> Pa
         for p in Path(model_dir).iterdir()
         if p.is_file() and p.name not in (CONFIG_FILE, WEIGHTS_FILE, TASK_FILE)
     }
-    if head is None:
-        return save_pretrained(model, out, extra_files=extra)
     with atomic_directory(Path(out)) as partial:
-        save_finetuned(model.state_dict(), model.config, head, partial, extra_files=extra)
+        if head is None:
+            family.write(model, partial, extra)
+        else:
+            family.save_finetuned(model.state_dict(), model.config, head, partial, extra_files=extra)
     return Path(out)
 
 

@@ -21,6 +21,13 @@ from lottery.config import ConfigError, DataConfig, ModelConfig
 
 log = logging.getLogger("lottery.train.assets")
 
+# a patch model's image side when no data says it (the shapes world's `--render` default)
+DEFAULT_IMAGE_SIZE = 64
+_NO_IMAGES = (
+    "build the shapes world with data.render_size (`lottery data shapes --render SIZE`) or convert a dataset "
+    "that has images"
+)
+
 if TYPE_CHECKING:
     from lottery.data.shards import ShapesConfig
 
@@ -35,6 +42,7 @@ _DATA_KEYS = (
     "min_objects",
     "max_objects",
     "mentions_per_caption",
+    "render_size",
 )
 
 
@@ -104,8 +112,20 @@ def build_model_from_bert(
     from lottery.models.families import FAMILIES
 
     num_classes = 1601 if family == "uniter" else 1600  # each family's detector (Visual Genome) classes
+    if family == "vilt":  # a patch model: sized by the data's images, not its regions
+        image_size = DEFAULT_IMAGE_SIZE
+        if data_dir is not None:
+            meta = data_meta(Path(data_dir))
+            if not meta.get("image_field"):
+                raise ConfigError(f"{data_dir} has no images for a patch model ({family}): {_NO_IMAGES}")
+            image_size = int(meta.get("image_size") or DEFAULT_IMAGE_SIZE)
+        return FAMILIES[family].build(bert, Path(out), image_size, 0)
     if data_dir is not None:
         meta = data_meta(Path(data_dir))
+        if not meta.get("feat_dim"):
+            raise ConfigError(
+                f"data.dir: {data_dir} holds images only; a {family} model reads region features"
+            )
         img_dim, num_classes = int(meta["feat_dim"]), len(meta["class_names"])
     return FAMILIES[family].build(bert, Path(out), img_dim, num_classes)
 
@@ -142,8 +162,17 @@ def _check_family(model_dir: Path, family: str) -> None:
 def _check_fits_data(model_dir: Path, family: str, data_dir: Path) -> None:
     from lottery.models.families import FAMILIES
 
-    img_dim, num_classes = FAMILIES[family].input_sizes(model_dir)
     meta = data_meta(data_dir)
+    grid = FAMILIES[family].patch_grid(model_dir)
+    if grid is not None:
+        if not meta.get("image_field"):
+            raise ConfigError(
+                f"model.dir: {model_dir} is a patch model ({family}) but {data_dir} has no images; {_NO_IMAGES}"
+            )
+        return
+    img_dim, num_classes = FAMILIES[family].input_sizes(model_dir)
+    if not meta.get("feat_dim"):
+        raise ConfigError(f"model.dir: {model_dir} reads region features but {data_dir} holds images only")
     if img_dim != int(meta["feat_dim"]) or num_classes != len(meta["class_names"]):
         raise ConfigError(
             f"model.dir: model {model_dir} takes {img_dim}-d regions and {num_classes} "

@@ -190,6 +190,7 @@ def _finetune(config: FinetuneConfig, keep_process_group: bool, out: Path, hooks
         "init": config.init,
         "adversarial": config.adversarial.enabled,
         "world_size": dist.world_size(),
+        "family": run.family,
         "precision": run.precision,
         "steps": steps,
         "optimizer_steps": int(run.engine.global_steps),  # = steps: DeepSpeed counts accumulation boundaries
@@ -273,7 +274,10 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
     scenes_dir = ensure_data(theta0_config.data)
     bert_model = ensure_model(theta0_config.model, scenes_dir)
     tokenizer = load_tokenizer(bert_model)
-    data = prepare_task_data(config.task, scenes_dir, bert_model, config.data)
+    family = FAMILIES[theta0_config.model.family]
+    data = prepare_task_data(
+        config.task, scenes_dir, bert_model, config.data, family.patch_grid(theta0_model)
+    )
     ctx = TaskContext(
         lambda text: tokenizer(text)["input_ids"],
         data.features,
@@ -287,7 +291,6 @@ def _setup(config: FinetuneConfig, ticket: ResolvedTicket | None, out: Path, wor
             f"{config.init}, {len(data.train)} train / {len(data.val)} val examples -> {out}"
         )
     torch.manual_seed(config.train.seed)  # the fresh head: the same in every run of this config
-    family = FAMILIES[theta0_config.model.family]
     model = family.task_model(theta0_model, config.task, len(data.answers) or None)
     state = start_state(config.init, theta0_model, bert_model, config.init_seed)
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -16,6 +16,7 @@ from torch import Tensor
 from lottery import dist
 from lottery.config import FinetuneData
 from lottery.data.examples import TaskExample
+from lottery.data.patches import PatchGrid
 from lottery.tasks.downstream.features import load_features
 
 
@@ -55,8 +56,11 @@ def _retrieval_val(examples: list[TaskExample], images: int) -> list[TaskExample
     return [e for e in examples if e.images[0] in set(keep)]
 
 
-def prepare_task_data(task: str, scenes_dir: Path, tokenizer_dir: Path, data: FinetuneData) -> TaskData:
-    """Collective: build the task dataset once (rank 0), then read examples and features on every rank."""
+def prepare_task_data(
+    task: str, scenes_dir: Path, tokenizer_dir: Path, data: FinetuneData, patches: PatchGrid | None = None
+) -> TaskData:
+    """Collective: build the task dataset once (rank 0), then read examples and features on every rank
+    (with `patches`, a patch model's: each image's patches in the place of its regions)."""
     from lottery.data.task_sets import write_task
 
     directory = Path(scenes_dir) / "tasks" / task
@@ -75,6 +79,10 @@ def prepare_task_data(task: str, scenes_dir: Path, tokenizer_dir: Path, data: Fi
         val = _subset(every_val, data.val_examples, data.seed + 1)
     answers_path = directory / "answers.json"
     answers = tuple(json.loads(answers_path.read_text())) if answers_path.is_file() else ()
-    features = load_features(scenes_dir, "train", {k for e in train for k in e.images}, tokenizer_dir)
-    features.update(load_features(scenes_dir, "val", {k for e in val for k in e.images}, tokenizer_dir))
+    features = load_features(
+        scenes_dir, "train", {k for e in train for k in e.images}, tokenizer_dir, patches
+    )
+    features.update(
+        load_features(scenes_dir, "val", {k for e in val for k in e.images}, tokenizer_dir, patches)
+    )
     return TaskData(train, val, answers, features, directory)

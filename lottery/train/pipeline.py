@@ -6,8 +6,9 @@ fine-tuned on every task -> the report (table printed, CSV and PNGs written).
 
 The fine-tunes run side by side as ``workers`` single-rank processes (`lottery.train.workers`).
 On a cluster the same stages are separate commands (``lottery imp`` under srun, ``lottery sweep --part
-I/N`` as a job array, ``lottery report``); this driver is for one machine. Rerunning the command skips what is done: finished IMP rounds, fine-tunes
-with a metrics.json.
+I/N`` as a job array, ``lottery report``); this driver is for one machine. Rerunning the command skips
+what is done: finished IMP rounds, fine-tunes with a metrics.json. The model family is the IMP config's
+(``imp: imp-lxmert-mini``, ``imp-vilt-mini``), and ``tasks`` may only name the tasks it has a head for.
 """
 
 from __future__ import annotations
@@ -40,7 +41,18 @@ log = logging.getLogger("lottery.train.pipeline")
 
 
 def check_config(config: PipelineConfig) -> None:
+    """Before any stage runs: the grid, and that the IMP config's family has a head for every task."""
+    from lottery.models.families import FAMILIES
+
     check_grid(config.tasks, config.task_overrides, config.baselines, config.ranks, config.workers)
+    imp = imp_config(config)
+    family = load_config(imp.theta0, list(imp.theta0_overrides)).model.family
+    lacking = [task for task in config.tasks if task not in FAMILIES[family].finetune_tasks]
+    if lacking:
+        raise ConfigError(
+            f"tasks: {family} ({config.imp}) has no head for {lacking}; its tasks are "
+            f"{list(FAMILIES[family].finetune_tasks)}"
+        )
 
 
 def imp_config(config: PipelineConfig) -> ImpConfig:

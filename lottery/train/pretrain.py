@@ -36,6 +36,7 @@ from tqdm import tqdm
 from lottery import dist
 from lottery.config import ConfigError, PretrainConfig, digest, load_config, to_dict
 from lottery.data.captions import COLOUR_WORDS, OPPOSITE_WORDS, SHAPE_WORDS, SIZE_WORDS
+from lottery.data.patches import PatchGrid
 from lottery.data.pipeline import eval_batches, example_stream, shard_urls
 from lottery.models.families import FAMILIES
 from lottery.models.uniter.checkpoint import load_tokenizer
@@ -195,9 +196,10 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
             dist.shutdown()
         return {}
 
-    val = _val_batches(config, data_dir, model_dir)
+    patches = family.patch_grid(model_dir)  # a patch model's images, cut as it reads them (None: regions)
+    val = _val_batches(config, data_dir, model_dir, patches)
     stages = schedule(config.data)
-    feat_dim = data_meta(data_dir)["feat_dim"]  # phases must feed the same model as the main scenes
+    feat_dim = data_meta(data_dir).get("feat_dim")  # phases must feed the same model as the main scenes
     for stage in stages[:-1]:
         ensure_data(replace(stage.data, feat_dim=feat_dim))
     loop = _Loop(
@@ -213,6 +215,7 @@ def _pretrain(config: PretrainConfig, keep_process_group: bool, hooks: RunHooks 
         stages,
         tracker,
         tasks,
+        patches,
     )
     result, end, stop_at = loop.run(start, end, hooks)
 
@@ -239,13 +242,16 @@ def _complete(engine, config: PretrainConfig, hooks: RunHooks) -> None:
         dist.on_main(lambda: mark_done(Path(config.run_dir), identity), what="pretrain.done")
 
 
-def _val_batches(config: PretrainConfig, data_dir: Path, model_dir: Path) -> list[list]:
+def _val_batches(
+    config: PretrainConfig, data_dir: Path, model_dir: Path, patches: PatchGrid | None
+) -> list[list]:
     """The fixed slice of the val split every validation of the run sees."""
     stream = eval_batches(
         shard_urls(data_dir, "val"),
         tokenizer_dir=model_dir,
         max_text_len=config.data.max_text_len,
         batch_size=config.train.batch_size,
+        patches=patches,
     )
     return list(itertools.islice(stream, config.train.val_batches))
 
@@ -266,6 +272,7 @@ class _Loop:
     stages: list[Stage]
     tracker: Tracker
     tasks: dict[str, PretrainTask]
+    patches: PatchGrid | None  # a patch model's grid (lottery.data.patches); None for region models
 
     def batches(self, stage: Stage, skip_steps: int) -> Iterator[list]:
         """The stage's training stream, past the batches of the steps already done in it."""
@@ -280,6 +287,7 @@ class _Loop:
                 seed=config.data.seed + train.seed,
                 num_workers=config.data.num_workers,
                 batch_size=train.batch_size,
+                patches=self.patches,
             )
         )
         for _ in range(skip_steps * train.grad_accum):

@@ -37,6 +37,8 @@ def full_state_dict(engine) -> dict[str, Tensor]:
         if is_main:
             state[name] = value
     if is_main:
+        saved = set(module.state_dict(keep_vars=True))  # persistent buffers only: what a directory holds
         for name, buffer in module.named_buffers():
-            state[name] = buffer.detach().cpu().clone()
+            if name in saved:
+                state[name] = buffer.detach().cpu().clone()
     return state

@@ -46,8 +46,8 @@ def test_uniter_directories_old_and_new_are_uniter(mini_model_dir, tmp_path):
 def test_a_directory_of_no_family_is_refused_naming_its_file(tmp_path):
     with pytest.raises(ModelDirError, match="config.json is missing"):
         family_of(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vilt"}))
-    with pytest.raises(ModelDirError, match=r"config.json: model_type 'vilt' is none of the families"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    with pytest.raises(ModelDirError, match=r"config.json: model_type 'clip' is none of the families"):
         family_of(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelDirError, match="config.json: not valid JSON"):
@@ -113,7 +113,69 @@ def test_model_init_builds_either_family_from_the_command_line(tmp_path, shapes_
     assert done.returncode == 0, done.stderr
     assert "lxmert initialised from minilm" in done.stdout and family_of(out).name == "lxmert"
     refused = subprocess.run(
-        [sys.executable, "-m", "lottery", "model", "init", "--family", "vilt", "--out", str(tmp_path / "v")],
+        [sys.executable, "-m", "lottery", "model", "init", "--family", "clip", "--out", str(tmp_path / "c")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert refused.returncode == 2 and "invalid choice: 'vilt'" in refused.stderr
+    assert refused.returncode == 2 and "invalid choice: 'clip'" in refused.stderr
+    no_images = subprocess.run(
+        [sys.executable, "-m", "lottery", "model", "init", "--family", "vilt", "--out", str(tmp_path / "v"), "--data", str(shapes_dir)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert no_images.returncode == 2 and "has no images for a patch model (vilt)" in no_images.stderr
+    assert len(no_images.stderr.strip().splitlines()) == 1 and not (tmp_path / "v").exists()
+
+
+def test_a_vilt_ticket_is_refused_by_a_uniter_model_naming_both(
+    tmp_path, mini_model_dir, vilt_model_dir, capsys
+):
+    from lottery.cli import main
+    from lottery.tickets.distributed import load_broadcast
+    from lottery.tickets.format import TicketError
+
+    cut = ["ticket", "cut", "--model", str(vilt_model_dir), "--store", str(tmp_path), "--method", "random"]
+    assert main([*cut, "--sparsity", "0.3"]) in (0, None)
+    ticket_id = capsys.readouterr().out.strip().splitlines()[-1]
+    model = FAMILIES["uniter"].load(mini_model_dir)
+    with pytest.raises(TicketError, match=r"cut from vilt vilt-mini\) does not match model uniter-mini"):
+        load_broadcast(
+            tmp_path,
+            ticket_id,
+            expect_fingerprint=model.fingerprint,
+            expect_scope=None,
+            model_name="uniter-mini",
+        )
+    # `ticket apply` writes a pruned directory of the model's own family
+    out = tmp_path / "vilt-s30"
+    apply = [
+        "ticket",
+        "apply",
+        ticket_id,
+        "--store",
+        str(tmp_path),
+        "--model",
+        str(vilt_model_dir),
+        "--out",
+        str(out),
+    ]
+    assert main(apply) in (0, None)
+    assert family_of(out).name == "vilt"
+    pruned = FAMILIES["vilt"].load(out)
+    params = dict(pruned.named_parameters())
+    zeros = sum(int((params[name] == 0).sum()) for name in pruned.prunable())
+    assert zeros / sum(params[name].numel() for name in pruned.prunable()) == pytest.approx(0.3, abs=0.01)
+
+
+def test_a_patch_model_and_a_region_model_each_refuse_data_that_lacks_their_input(
+    vilt_model_dir, rendered_shapes_dir, shapes_dir, mini_model_dir
+):
+    from lottery.train.assets import ensure_model
+
+    assert family_of(vilt_model_dir).name == "vilt"
+    assert FAMILIES["vilt"].patch_grid(vilt_model_dir).image_size == 32
+    # the rendered world keeps its region features: a region model reads it as well
+    ensure_model(ModelConfig(dir=str(mini_model_dir)), rendered_shapes_dir)
+    ensure_model(ModelConfig(dir=str(vilt_model_dir), family="vilt"), rendered_shapes_dir)
+    with pytest.raises(
+        ConfigError, match=r"is a patch model \(vilt\) but .* has no images; build the shapes"
+    ):
+        ensure_model(ModelConfig(dir=str(vilt_model_dir), family="vilt"), shapes_dir)

@@ -50,6 +50,22 @@ def test_bad_pipeline_configs_name_the_problem():
         load_config("pipeline-uniter-mini", ["worker=3"], cls=PipelineConfig)
 
 
+def test_each_familys_pipeline_plans_its_own_tasks_and_refuses_a_task_it_has_no_head_for():
+    for family, tasks in (("lxmert", {"vqa", "gqa", "nlvr2"}), ("vilt", {"vqa", "nlvr2"})):
+        config = load_config(f"pipeline-{family}-mini", [], cls=PipelineConfig)
+        check_config(config)
+        jobs = finetune_jobs(config)
+        assert {j.task for j in jobs} == tasks and all(j.theta0 == f"pretrain-{family}-mini" for j in jobs)
+        assert {j.ticket for j in jobs} == {
+            "dense",
+            f"{family}-mini/pretrain/s60",
+            f"{family}-mini/pretrain/s70",
+        }
+    refused = load_config("pipeline-vilt-mini", ["tasks=[vqa, gqa]"], cls=PipelineConfig)
+    with pytest.raises(ConfigError, match=r"tasks: vilt \(imp-vilt-mini\) has no head for \['gqa'\]"):
+        check_config(refused)
+
+
 def test_a_worker_is_a_job_of_its_own_not_a_rank_of_the_drivers(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("SLURM_PROCID", "3")

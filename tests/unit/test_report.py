@@ -30,6 +30,7 @@ def _write(
     ticket_id: str = "x" * 64,
     store: str | None = None,
     theta0_failed: tuple[str, ...] | None = None,
+    family: str | None = None,
 ) -> None:
     metric = PRIMARY[task]
     meta = (
@@ -46,6 +47,8 @@ def _write(
     }
     if chance is not None:
         record["chance"] = {metric: chance}
+    if family is not None:  # runs record it since model families exist
+        record["family"] = family
     if store is not None:
         record["config"] = {"store": store}
     if theta0_failed is not None:  # runs record their theta0's verdict
@@ -176,7 +179,7 @@ def test_the_report_checks_each_ticket_per_tensor_and_says_which_it_could_not(tm
     # first to import DeepSpeed in this process)
     assert text in capsys.readouterr().out
     csv_header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
-    assert csv_header.endswith(",chance,ticket_id,store,theta0_passed,theta0_failed,theta0_dir,seed")
+    assert csv_header.endswith(",chance,ticket_id,store,theta0_passed,theta0_failed,theta0_dir,seed,family")
 
 
 def test_a_damaged_ticket_in_the_report_names_its_file_and_the_problem(tmp_path):
@@ -217,5 +220,22 @@ def test_rows_from_a_theta0_that_failed_its_criteria_are_marked_and_kept_apart(t
     assert "| imp | 70% | 0.400 (67%) | 66.7% |" in text
     assert "- /cache/theta0/abc: failed ITM accuracy; grounded MLM: colour" in text
     rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
-    assert rows[0].endswith(",theta0_passed,theta0_failed,theta0_dir,seed")
+    assert rows[0].endswith(",theta0_passed,theta0_failed,theta0_dir,seed,family")
     assert sum(",False,ITM accuracy; grounded MLM: colour," in row for row in rows) == 1
+
+
+def test_runs_of_several_families_get_a_section_each_against_their_own_dense_model(tmp_path):
+    pretraining = ("itm", "mlm")
+    _write(tmp_path, "u-dense", "vqa", 0.60)  # recorded before families: UNITER's
+    _write(tmp_path, "u-s70", "vqa", 0.54, sparsity=0.7, method="imp", tasks=pretraining)
+    _write(tmp_path, "v-dense", "vqa", 0.40, family="vilt")
+    _write(tmp_path, "v-s70", "vqa", 0.20, sparsity=0.7, method="imp", tasks=pretraining, family="vilt")
+    results = collect([tmp_path])
+    assert {r.family for r in results} == {"uniter", "vilt"}
+    main(["report", str(tmp_path), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "report.md").read_text()
+    uniter, vilt = text.split("## vilt")
+    assert "## uniter" in uniter and "| imp | 70% | 0.540 (90%) | 90.0% |" in uniter
+    assert "| imp | 70% | 0.200 (50%) | 50.0% |" in vilt  # against ViLT's dense 0.40, not UNITER's 0.60
+    assert (tmp_path / "out" / "vilt" / "vqa_sparsity.png").stat().st_size > 0
+    assert (tmp_path / "out" / "uniter" / "vqa_sparsity.png").stat().st_size > 0

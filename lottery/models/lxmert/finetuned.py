@@ -1,60 +1,18 @@
-"""A fine-tuned LXMERT directory: the LxmertConfig, ``lxmert.*`` + ``head.*`` weights, task.json, tokenizer.
-
-The same layout as UNITER's (models/uniter/finetuned.py: the head described in task.json, written into
-a partial directory the caller renames into place), with transformers' LxmertConfig as config.json.
-"""
+"""A fine-tuned LXMERT directory: the LxmertConfig, ``lxmert.*`` + ``head.*`` weights, task.json, tokenizer
+(the layout of `lottery.models.hf_finetuned`)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
+from lottery.models.hf_finetuned import from_finetuned as _from_finetuned
+from lottery.models.hf_finetuned import save_finetuned
 from lottery.models.lxmert.checkpoint import load_config
 from lottery.models.lxmert.task_model import LxmertForTask
-from lottery.models.uniter.checkpoint import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ModelDirError,
-    key_problems,
-    read_weights,
-)
-from lottery.models.uniter.finetuned import TaskHead, task_head, write_task_file
 
-
-def save_finetuned(
-    state: Mapping[str, torch.Tensor],
-    config,
-    head: TaskHead,
-    partial: Path,
-    extra_files: Mapping[str, Path] | None = None,
-) -> Path:
-    """Fill the empty directory `partial` with a fine-tuned LXMERT (`state`: the task model's, on CPU)."""
-    partial = Path(partial)
-    save_file(
-        {k: v.contiguous() for k, v in state.items()},
-        str(partial / WEIGHTS_FILE),
-        metadata={"format": "pt", "task": head.task},
-    )
-    (partial / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    write_task_file(partial, head, extra_files)
-    return partial
+__all__ = ["from_finetuned", "save_finetuned"]
 
 
 def from_finetuned(model_dir: str | Path) -> LxmertForTask:
     """The task model of a fine-tuned LXMERT directory; every missing or unexpected tensor is an error."""
-    model_dir = Path(model_dir)
-    head = task_head(model_dir)
-    if head is None:
-        raise ModelDirError(f"{model_dir} is not a fine-tuned model directory (no task.json)")
-    model = LxmertForTask(load_config(model_dir), head.task, num_outputs=head.num_outputs)
-    tensors = read_weights(model_dir)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    problems = "; ".join(key_problems(tensors, expected, listed=5))
-    if problems:
-        raise ModelDirError(f"{model_dir / WEIGHTS_FILE} does not fit a {head.task} LXMERT: {problems}")
-    model.load_state_dict(tensors)
-    return model
+    return _from_finetuned(model_dir, load_config, LxmertForTask)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,9 +156,12 @@ def init_from_bert(
 
 
 @torch.no_grad()
-def match_drawn_scale(model: LxmertForLotteryPretraining, copied: set[str]) -> tuple[str, ...]:
-    """Scale each prunable tensor far below the copied encoder's median |w| up to it; the names scaled."""
-    params = prunable_parameters(model, LXMERT_SCOPE)
+def match_drawn_scale(
+    model: torch.nn.Module, copied: set[str], scope: Sequence[str] = LXMERT_SCOPE
+) -> tuple[str, ...]:
+    """Scale each prunable tensor far below the copied encoder's median |w| up to it; the names scaled.
+    (Any family: ViLT's pooler, which MiniLM never trained, goes through it too.)"""
+    params = prunable_parameters(model, scope)
     reference = [p for name, p in params.items() if name in copied and ".encoder." in name]
     median = float(torch.cat([p.detach().abs().reshape(-1) for p in reference]).median())
     scaled = []

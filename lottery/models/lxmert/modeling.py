@@ -13,7 +13,6 @@ ZeRO-3 needs to gather its parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from transformers import LxmertForPreTraining
 
-from lottery.sparsity.scope import model_fingerprint, prunable_parameters
+from lottery.sparsity.scope import ScopedPruning
 
 # The prunable scope, as the issue and the paper define it for LXMERT: attention Q/K/V and output, FFN in
 # and out of the language (`layer`), object-relationship (`r_layers`) and cross-modality (`x_layers`)
@@ -83,7 +82,7 @@ def encode_streams(lxmert: nn.Module, batch: dict[str, Tensor]) -> Streams:
     return Streams(output.language_output, output.vision_output, output.pooled_output)
 
 
-class LxmertForLotteryPretraining(LxmertForPreTraining):
+class LxmertForLotteryPretraining(ScopedPruning, LxmertForPreTraining):
     """`LxmertForPreTraining` whose forward is ``task.loss(self, batch)``; its parts are called by the tasks.
 
     MLM: `cls.predictions(streams.language)`; matching: `cls.seq_relationship(streams.pooled)`; masked
@@ -91,17 +90,11 @@ class LxmertForLotteryPretraining(LxmertForPreTraining):
     The config carries the project's `name` (e.g. "lxmert-mini") beside transformers' fields.
     """
 
+    PRUNABLE_SCOPE = LXMERT_SCOPE
+
     def forward(self, batch: dict[str, Tensor], task: Any) -> tuple[Tensor, dict[str, float]]:
         """``task.loss(self, batch) -> (loss, stats)``: the task, not the model, knows its loss."""
         return task.loss(self, batch)
 
     def encode(self, batch: dict[str, Tensor]) -> Streams:
         return encode_streams(self.lxmert, batch)
-
-    def prunable(self, scope: Sequence[str] = LXMERT_SCOPE) -> list[str]:
-        """The parameter names IMP may prune, in registration order (the ticket's order)."""
-        return list(prunable_parameters(self, scope))
-
-    def fingerprint(self, scope: Sequence[str] = LXMERT_SCOPE) -> str:
-        """sha256 over the prunable names and shapes: a ticket cut from another model will not match."""
-        return model_fingerprint(self, scope)

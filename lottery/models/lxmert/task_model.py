@@ -1,27 +1,20 @@
 """LXMERT with one downstream head, read by the same task adapters as UNITER (`tasks/downstream/`).
 
-The adapters call `encode_packed(batch)`, `pooled(sequence)` and `head(...)`. LXMERT's two output
-streams are packed back into the single-stream layout the batch came in (`gather_index`: the words of
-a sample, then its regions), so an adapter that reads the pooled output, a pair of them (NLVR2) or
-each region's output works for LXMERT as it is. `pooled` is LXMERT's own pooler on the [CLS] word.
-The backbone keeps the pre-training names (`lxmert.*`), so a ticket cut from the pre-training model
-has the same fingerprint here; heads stay dense, as in the paper.
+LXMERT's two output streams are packed back into the single-stream layout the batch came in
+(`gather_index`: the words of a sample, then its regions), so an adapter that reads the pooled
+output, a pair of them (NLVR2) or each region's output works for LXMERT as it is. `pooled` is
+LXMERT's own pooler on the [CLS] word (`lottery.models.hf_task_model`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch
-from torch import Tensor, nn
-from transformers import LxmertConfig
+from torch import Tensor
 from transformers.models.lxmert.modeling_lxmert import LxmertModel
 
 from lottery.models.families import FAMILIES
+from lottery.models.hf_task_model import BackboneWithHead
 from lottery.models.lxmert.modeling import LXMERT_SCOPE, encode_streams
-from lottery.models.uniter.modeling import init_weights
-from lottery.sparsity.scope import model_fingerprint, prunable_parameters
 
 # the downstream tasks the paper fine-tunes LXMERT on
 LXMERT_TASKS = FAMILIES["lxmert"].finetune_tasks
@@ -33,40 +26,23 @@ def repack(language: Tensor, vision: Tensor, gather_index: Tensor) -> Tensor:
     return joined.gather(1, gather_index.unsqueeze(-1).expand(-1, -1, joined.size(-1)))
 
 
-class LxmertForTask(nn.Module):
+class LxmertForTask(BackboneWithHead):
     """``forward(batch, adapter)`` hands itself to the task adapter, as UNITER's task model does."""
 
     base_model_prefix = "lxmert"
-
-    def __init__(self, config: LxmertConfig, task: str, num_outputs: int | None = None) -> None:
-        from lottery.tasks.downstream.model import build_task_head
-
-        if task not in LXMERT_TASKS:
-            raise ValueError(
-                f"LXMERT fine-tunes on {', '.join(LXMERT_TASKS)} (the paper's tasks), not {task!r}"
-            )
-        super().__init__()
-        self.config, self.task = config, task
-        self.lxmert = LxmertModel(config)
-        self.head = build_task_head(task, config, num_outputs)
-        self.head.apply(lambda m: init_weights(m, config.initializer_range))
-
-    def forward(self, batch: dict[str, Tensor], adapter: Any) -> tuple[Tensor, dict[str, float]]:
-        return adapter.loss(self, batch)
+    BACKBONE = LxmertModel
+    TASKS = LXMERT_TASKS
+    LABEL = "LXMERT"
+    PRUNABLE_SCOPE = LXMERT_SCOPE
 
     def encode_packed(self, batch: dict[str, Tensor]) -> Tensor:
-        if "txt_delta" in batch or "img_delta" in batch:
-            raise ValueError(
-                "adversarial (VILLA) fine-tuning perturbs UNITER's embeddings; LXMERT has no such path"
-            )
+        self.refuse_perturbations(batch)
         streams = encode_streams(self.lxmert, batch)
         return repack(streams.language, streams.vision, batch["gather_index"])
 
-    def pooled(self, sequence: Tensor) -> Tensor:
-        return self.lxmert.pooler(sequence)
 
-    def prunable(self, scope: Sequence[str] = LXMERT_SCOPE) -> list[str]:
-        return list(prunable_parameters(self, scope))
+def task_model(model_dir, task: str, num_outputs: int | None = None) -> LxmertForTask:
+    """A fresh LXMERT task model shaped by the model directory's config (its weights are loaded after)."""
+    from lottery.models.lxmert.checkpoint import load_config
 
-    def fingerprint(self, scope: Sequence[str] = LXMERT_SCOPE) -> str:
-        return model_fingerprint(self, scope)
+    return LxmertForTask(load_config(model_dir), task, num_outputs=num_outputs)

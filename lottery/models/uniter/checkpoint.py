@@ -218,3 +218,14 @@ def load_tokenizer(model_dir: Path):
             f"{model_dir} has no tokenizer files (vocab.txt / tokenizer.json); models built by "
             "`lottery model init` carry their BERT's tokenizer"
         ) from err
+
+
+def skeleton(model_dir: str | Path) -> UniterForPretraining:
+    """The pre-training model of a directory from its config.json alone (drawn weights, for shapes and names)."""
+    return UniterForPretraining(load_config(model_dir))
+
+
+def input_sizes(model_dir: str | Path) -> tuple[int, int]:
+    """(region feature size, detector classes) the model reads: what the data must give."""
+    config = load_config(model_dir)
+    return config.img_dim, config.num_region_classes

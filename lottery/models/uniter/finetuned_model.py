@@ -9,17 +9,16 @@ and, for one seed, the same initial weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
 
 from lottery.models.uniter.hf_config import UniterHFConfig
 from lottery.models.uniter.modeling import UniterModel, UniterPreTrainedModel
-from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
+from lottery.sparsity.scope import ScopedPruning
 
 
-class TaskModelCalls:
+class TaskModelCalls(ScopedPruning):
     """What the task adapters call on a model with a task head (`uniter`, `pooled`, `head`) and what
     tickets ask of it; shared by UniterForTask (fine-tuning's) and UniterWithTaskHead (transformers')."""
 
@@ -36,12 +35,6 @@ class TaskModelCalls:
 
     def pooled(self, sequence: Tensor) -> Tensor:
         return self.uniter.pooler(sequence)
-
-    def prunable(self, scope: Sequence[str] = DEFAULT_SCOPE) -> list[str]:
-        return list(prunable_parameters(self, scope))
-
-    def fingerprint(self, scope: Sequence[str] = DEFAULT_SCOPE) -> str:
-        return model_fingerprint(self, scope)
 
 
 class UniterWithTaskHead(TaskModelCalls, UniterPreTrainedModel):

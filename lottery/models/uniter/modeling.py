@@ -15,7 +15,6 @@ model as before they were `PreTrainedModel`s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from transformers.models.bert.modeling_bert import BertEncoder, BertPooler, Bert
 
 from lottery.models.uniter.config import UniterConfig
 from lottery.models.uniter.hf_config import UniterHFConfig, as_hf_config
-from lottery.sparsity.scope import DEFAULT_SCOPE, model_fingerprint, prunable_parameters
+from lottery.sparsity.scope import ScopedPruning
 
 # alias -> owner: each alias is the very same Parameter as its owner. `state_dict()` lists both names
 # (as the original checkpoint does); our safetensors files store the owner only.
@@ -275,7 +274,7 @@ class RegionClassification(nn.Module):
         return self.net(hidden)
 
 
-class UniterForPretraining(UniterPreTrainedModel):
+class UniterForPretraining(ScopedPruning, UniterPreTrainedModel):
     """UNITER with its pre-training heads (`AutoModelForPreTraining`). ``forward(batch, task)`` hands itself
     to the task's loss.
 
@@ -303,14 +302,6 @@ class UniterForPretraining(UniterPreTrainedModel):
     def forward(self, batch: dict[str, Tensor], task: Any) -> tuple[Tensor, dict[str, float]]:
         """``task.loss(self, batch) -> (loss, stats)``: the task, not the model, knows its loss."""
         return task.loss(self, batch)
-
-    def prunable(self, scope: Sequence[str] = DEFAULT_SCOPE) -> list[str]:
-        """The parameter names IMP may prune, in registration order (the ticket's order)."""
-        return list(prunable_parameters(self, scope))
-
-    def fingerprint(self, scope: Sequence[str] = DEFAULT_SCOPE) -> str:
-        """sha256 over the prunable names and shapes: a ticket cut from another model will not match."""
-        return model_fingerprint(self, scope)
 
     def tie_weights(self, missing_keys: set[str] | None = None, recompute_mapping: bool = True) -> None:
         """Make every alias in TIED_WEIGHTS the same Parameter as its owner; call after loading.

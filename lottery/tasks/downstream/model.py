@@ -65,3 +65,10 @@ class UniterForTask(TaskModelCalls, nn.Module):
         self.uniter = UniterModel(config)
         self.head = build_task_head(task, config, num_outputs)  # after the backbone: a seed's draws as before
         self.head.apply(lambda m: init_weights(m, config.initializer_range))
+
+
+def task_model(model_dir, task: str, num_outputs: int | None = None) -> UniterForTask:
+    """A fresh UNITER task model shaped by the model directory's config (its weights are loaded after)."""
+    from lottery.models.uniter import load_config
+
+    return UniterForTask(load_config(model_dir), task, num_outputs=num_outputs)
