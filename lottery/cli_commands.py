@@ -183,7 +183,8 @@ def prepare_imp(args: argparse.Namespace):
 
 
 def imp(args: argparse.Namespace) -> None:
-    from lottery.imp.run import check_config, imp
+    from lottery.imp.checks import check_config
+    from lottery.imp.run import imp
     from lottery.imp.state import planned_run_dir
 
     config = args.prepared

@@ -51,7 +51,7 @@ FAMILY_TASKS = {
 PRETRAIN_TASKS = tuple(dict.fromkeys(name for names in FAMILY_TASKS.values() for name in names))
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ZERO_STAGES = (0, 1, 2, 3)
-IMP_METHODS = ("imp", "oneshot", "random")  # lottery.imp.run.METHODS
+IMP_METHODS = ("imp", "oneshot", "random")  # lottery.imp.checks.METHODS
 STARTS = ("theta0", "bert", "shuffled")  # lottery.train.starts.STARTS
 REPORT_TO = (
     "none",
@@ -323,7 +323,7 @@ class ImpSettings:
     """
 
     method: Annotated[str, one_of(*IMP_METHODS)] = "imp"
-    schedule: tuple[float, ...] = DEFAULT_SCHEDULE  # checked whole by lottery.imp.run.check_config
+    schedule: tuple[float, ...] = DEFAULT_SCHEDULE  # checked whole by lottery.imp.checks.check_config
     rewind_step: NonNegativeInt = 0
     seed: NonNegativeInt = 0
     objective: Annotated[str, one_of("pretrain", *TASK_NAMES)] = "pretrain"

@@ -239,7 +239,7 @@ def imp_config(*overrides: str) -> ImpConfig:
 
 def test_a_task_mix_lxmert_lacks_is_refused_before_theta0_is_built():
     """imp-uniter-mini's mix on lxmert's theta0: refused by name now, not after a theta0 build."""
-    from lottery.imp.run import check_family
+    from lottery.imp.checks import check_family
 
     config = imp_config("tasks.mix={itm: 2, mlm: 2, mrfr: 1, mrckl: 1}")
     with pytest.raises(

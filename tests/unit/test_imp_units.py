@@ -10,7 +10,7 @@ from tiny import save_tiny
 
 from lottery.config import ConfigError, ImpConfig, load_config
 from lottery.faults import fault_point
-from lottery.imp.run import check_config
+from lottery.imp.checks import check_config
 from lottery.imp.state import ImpState, round_alias, run_dir_for, run_identity
 from lottery.sparsity.maskset import MaskSet
 from lottery.tickets import TicketError, TicketMeta, TicketStore
