@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from lottery import cli_commands as commands_run
 from lottery.cli_errors import (  # noqa: F401 (the exit codes are part of this module's interface)
     EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
     EXIT_MASK_VIOLATED,
     EXIT_PREEMPTED,
     EXIT_RUN_BUSY,
+    EXIT_WRITE_FAILED,
     exit_on_expected_failure,
 )
 from lottery.config import STARTS

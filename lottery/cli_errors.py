@@ -14,8 +14,11 @@ from contextlib import contextmanager
 
 # exit codes: 2 = bad input (config, ticket, model directory, a path), 3 = a run that failed its own proof
 # (a revived mask), 4 = the run directory is held by another live job, 5 = stopped on a signal at a step
-# boundary (SLURM preemption / time limit), checkpointed: the batch script requeues on it
+# boundary (SLURM preemption / time limit), checkpointed: the batch script requeues on it; 6 = the loss
+# stopped being finite (nothing of that step saved: a rerun with other settings resumes before it); 7 = a
+# checkpoint could not be written (disk full, quota): the previous one stands, rerun once there is room
 EXIT_BAD_INPUT, EXIT_MASK_VIOLATED, EXIT_RUN_BUSY, EXIT_PREEMPTED = 2, 3, 4, 5
+EXIT_DIVERGED, EXIT_WRITE_FAILED = 6, 7
 
 # (module, class, prefix of the line, exit code), most specific first
 EXPECTED = (
@@ -27,6 +30,8 @@ EXPECTED = (
     ("lottery.sparsity.enforce", "MaskViolation", "", EXIT_MASK_VIOLATED),
     ("lottery.run_lock", "RunBusy", "", EXIT_RUN_BUSY),
     ("lottery.train.step", "Preempted", "", EXIT_PREEMPTED),
+    ("lottery.train.divergence", "NonFiniteLoss", "training diverged: ", EXIT_DIVERGED),
+    ("lottery.train.checkpoint", "CheckpointWriteError", "checkpoint not written: ", EXIT_WRITE_FAILED),
 )
 
 

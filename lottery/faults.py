@@ -4,12 +4,17 @@
 SIGKILL, as a preempted or OOM-killed job would end: no cleanup, no atexit, no flush. Unset (the normal
 case) a fault point costs one dictionary lookup. `LOTTERY_RAISE=name` makes `raise_point("name")` raise
 instead: every decision rank 0 takes alone (`dist.on_main`) is such a point, named as in its errors.
+`LOTTERY_NAN_LOSS=step[@rank]` makes that step's loss NaN (`poisoned_loss`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 FAULT_ENV = "LOTTERY_FAULT"
 _hits: dict[str, int] = {}
@@ -47,3 +52,18 @@ def raise_point(name: str) -> None:
     """Raise InjectedFault here if `$LOTTERY_RAISE` names this point (every hit)."""
     if os.environ.get(RAISE_ENV) == name:
         raise InjectedFault(f"injected fault at {name} ({RAISE_ENV})")
+
+
+NAN_ENV = "LOTTERY_NAN_LOSS"
+
+
+def poisoned_loss(loss: torch.Tensor, step: int) -> torch.Tensor:
+    """`loss` made NaN if `$LOTTERY_NAN_LOSS` names this step (``step`` or ``step@rank``): the tests'
+    stand-in for a diverged run, reached through the same forward and backward as a real one."""
+    spec = os.environ.get(NAN_ENV, "")
+    if not spec:
+        return loss
+    at, _, rank = spec.partition("@")
+    if int(at) != step or (rank and int(rank) != int(os.environ.get("RANK", "0"))):
+        return loss
+    return loss * float("nan")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from lottery import dist
+from lottery.faults import fault_point
 from lottery.sparsity.maskset import MaskSet
 
 log = logging.getLogger("lottery.imp.rewind")
@@ -116,6 +117,7 @@ def _write_rewind_point(state: dict, theta0_model: Path, directory: Path, rewind
     with atomic_directory(target, replace=True) as partial:
         family.write(model, partial, tokenizer_files(theta0_model))
         (partial / MARKER).write_text(json.dumps(wanted, sort_keys=True))
+        fault_point("imp.rewind_save")  # written whole, not yet renamed into place
     log.info(f"rewind point: the weights at step {rewind_step} -> {target}")
 
 

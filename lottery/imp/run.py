@@ -303,6 +303,7 @@ class ImpRun:
             method = "magnitude" if imp.method == "oneshot" else "random"
             for offset, target in enumerate(imp.schedule, start=1):
                 made[offset] = prune_engine(engine, current, method, target, seed=imp.seed)
+        fault_point("imp.prune")  # every rank: the masks are cut, none is stored yet
         dist.on_main(lambda: self._store_masks(index, current, made, bird), what="imp.prune")
 
     def _store_masks(

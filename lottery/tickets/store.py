@@ -56,6 +56,7 @@ _ALIAS_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
 _CHUNK = 1 << 20
 _MAX_HEADER = 100_000_000  # safetensors' own limit
 BEFORE_RENAME = "store.before_rename"  # the fault point where tests kill a writer: temp complete, not renamed
+ALIAS_BEFORE_RENAME = "store.alias_before_rename"  # the same for an alias update
 
 
 def default_root() -> Path:
@@ -216,7 +217,7 @@ class TicketStore:
             current = self.current(name)
             if expect is not ANY and current not in (expect, target):
                 raise AliasTaken(name, current or "", last_writer(self.log_path, name), target)
-            write_bytes_atomic(path, f"{target}\n".encode(), tmp_dir=self.tmp_dir, fault=BEFORE_RENAME)
+            write_bytes_atomic(path, f"{target}\n".encode(), tmp_dir=self.tmp_dir, fault=ALIAS_BEFORE_RENAME)
             self._log({"event": "alias", "alias": name, "id": target, "previous": current}, command)
         return target
 

@@ -10,8 +10,9 @@ complete.
 
 Rank-0 sites (``dist.on_main``; ``LOTTERY_RAISE=<name>`` fails one in tests):
 ``checkpoint.latest_step`` (reading ``latest`` to resume) and ``checkpoint.commit`` (fsync, writing
-``latest``, removing old tags). Fault point (``LOTTERY_FAULT``): ``checkpoint.before_latest``, every rank
-after the tag's files are written and before ``latest`` names it.
+``latest``, removing old tags). Fault points (``LOTTERY_FAULT``), every rank: ``checkpoint.written``
+once its own files of the tag are written, before the other ranks' are known to be, and
+``checkpoint.before_latest`` after every rank's files are written and before ``latest`` names the tag.
 """
 
 from __future__ import annotations
@@ -70,11 +71,42 @@ def _commit(run_dir: Path, step: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(engine, run_dir: Path, step: int) -> None:
-    """Collective: every rank writes its partition of model and optimiser state, then rank 0 commits it."""
-    engine.save_checkpoint(
-        str(checkpoint_dir(run_dir)), tag=_tag(step), client_state={"step": step}, save_latest=False
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint's files could not be written (a full disk, a quota): the previous one still stands."""
+
+
+def _write_failed(root: Path, tag: str, err: BaseException) -> CheckpointWriteError:
+    """The one-line error for a failed save: where, why, how much room is left, what a rerun resumes."""
+    try:
+        free = f"{shutil.disk_usage(root).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    pointer = root / POINTER
+    kept = (
+        f"{pointer} still names {pointer.read_text().strip()}"
+        if pointer.is_file()
+        else "no earlier checkpoint"
     )
+    reason = " ".join(str(err).split())[:300]
+    return CheckpointWriteError(
+        f"could not write {root / tag} ({type(err).__name__}: {reason}; {free}); {kept}, which the same "
+        "command resumes from once there is room"
+    )
+
+
+def save_checkpoint(engine, run_dir: Path, step: int) -> None:
+    """Collective: every rank writes its partition of model and optimiser state, then rank 0 commits it.
+
+    A rank that cannot write its files (ENOSPC surfaces from torch.save as a RuntimeError) raises
+    CheckpointWriteError naming the tag; `latest` is untouched, so the previous checkpoint resumes. A
+    peer still inside DeepSpeed's save is ended by the launcher when this rank exits.
+    """
+    root = checkpoint_dir(run_dir)
+    try:
+        engine.save_checkpoint(str(root), tag=_tag(step), client_state={"step": step}, save_latest=False)
+    except (OSError, RuntimeError) as err:
+        raise _write_failed(root, _tag(step), err) from err
+    fault_point("checkpoint.written")
     dist.barrier()  # every rank's files of this tag are written (DeepSpeed's own barrier is no promise)
     fault_point("checkpoint.before_latest")
     dist.on_main(lambda: _commit(run_dir, step), what="checkpoint.commit")

@@ -356,7 +356,7 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
     steps = hooks.end_step or train.steps
     with StopRequest() as stop:
         for step in range(1, steps + 1):
-            losses = optimizer_step(engine, enforcer, micro_batches(step), run.dtype)
+            losses = optimizer_step(engine, enforcer, micro_batches(step), run.dtype, step=step)
             check_every(enforcer, run.sparsity, step)
             signalled = stop.agreed()
             if signalled and step < steps:

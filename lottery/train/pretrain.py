@@ -316,7 +316,7 @@ class _Loop:
                 yield task.collate(next(batches), self.ctx, torch.Generator().manual_seed(seed)), task
 
         began = time.perf_counter()
-        losses = optimizer_step(self.engine, self.enforcer, micro_batches(), self.dtype)
+        losses = optimizer_step(self.engine, self.enforcer, micro_batches(), self.dtype, step=step)
         elapsed = time.perf_counter() - began
         check_every(self.enforcer, self.config.sparsity, step)
         by_task: dict[str, list[float]] = {}

@@ -27,8 +27,10 @@ import torch
 
 from lottery import dist
 from lottery.config import ConfigError, TrainConfig
+from lottery.faults import poisoned_loss
 from lottery.sparsity.enforce import MaskEnforcer
 from lottery.train.batches import to_device
+from lottery.train.divergence import stop_if_not_finite
 
 EVERY_KEYS = ("log_every", "val_every", "ckpt_every")
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -155,20 +157,25 @@ def optimizer_step(
     enforcer: MaskEnforcer | None,
     micro_batches: Iterable[tuple[dict, object]],
     dtype: torch.dtype,
+    *,
+    step: int,
 ) -> list[float]:
     """One optimiser step over `micro_batches` ((collated batch, objective) pairs, `grad_accum` of them,
     drawn lazily so that each is collated right before its forward); the micro-batches' losses.
 
     The engine is configured with ``gradient_accumulation_steps = train.grad_accum``, so it steps the
     optimiser after the last one; the enforcer runs before every engine step, which is where a
-    boundary step can write the parameters.
+    boundary step can write the parameters. A loss that is not finite on any rank stops the run here,
+    on every rank (`divergence.stop_if_not_finite`), before anything of the step is saved.
     """
-    losses = []
+    named: list[tuple[str, float]] = []
     for batch, objective in micro_batches:
         loss, _ = engine(to_device(batch, engine.device, dtype), objective)
+        loss = poisoned_loss(loss, step)
         engine.backward(loss)
         if enforcer is not None:
             enforcer.before_step()
         engine.step()
-        losses.append(float(loss.detach()))
-    return losses
+        named.append((str(getattr(objective, "name", objective)), float(loss.detach())))
+    stop_if_not_finite(step, named)
+    return [loss for _, loss in named]

@@ -1,4 +1,5 @@
-"""`lottery imp` through the real launchers: exact schedules, rewind, kill -9 anywhere, world-size change.
+"""`lottery imp` through the real launchers: exact schedules, rewind, world-size change (kill -9 at each
+phase: tests/faults/test_imp_kills.py).
 
 Rounds are 2 steps long on the small shapes world; theta0 is a 4-step pre-training built once for the
 session (its cache is shared). The rewind check is the run's own: every round prints the largest
@@ -13,114 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run, theta0_overrides, torchrun
+from conftest import run
+from imp_runs import launch, rewind_lines, round_ids, run_dir, state, write_config
 
 from lottery.tickets import TicketStore
 
 pytestmark = pytest.mark.distributed
-
-
-def shapes_overrides(shapes_dir: Path) -> list[str]:
-    """The `data.*` settings the shapes world in `shapes_dir` was built with: a job asking for other
-    ones is refused (ensure_data), so theta0 must ask for these."""
-    built = json.loads((shapes_dir / "meta.json").read_text())["config"]
-    keys = ("seed", "train_samples", "val_samples", "samples_per_shard", "feat_dim")
-    keys += ("min_objects", "max_objects", "mentions_per_caption")
-    return [f"data.{key}={built[key]}" for key in keys if key in built]
-
-
-def write_config(
-    path: Path, shapes_dir: Path, model_dir: Path, *, zero: int, steps: int = 2, **imp: object
-) -> Path:
-    config = {
-        "runs_dir": str(path.parent / "runs"),
-        "theta0_overrides": theta0_overrides(shapes_dir, model_dir) + shapes_overrides(shapes_dir),
-        "optim": {"lr": 1e-4, "warmup_steps": 1},
-        "train": {
-            "steps": steps,
-            "batch_size": 8,
-            "zero_stage": zero,
-            "val_every": 2,
-            "val_batches": 2,
-            "ckpt_every": 1,
-            "log_every": 1,
-        },
-        "imp": {"schedule": [0.3, 0.5, 0.7], **imp},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def lighten(config: Path) -> Path:
-    """Checkpoint and validate only at a round's end: for tests that never resume a round mid-way."""
-    text = yaml.safe_load(config.read_text())
-    text["train"].update(ckpt_every=100, val_every=100)
-    config.write_text(yaml.safe_dump(text))
-    return config
-
-
-def launch(config: Path, cache: Path, *, ranks: int = 2, fault: str = "", check: bool = True):
-    env = {"LOTTERY_THETA0_CACHE": str(cache), "LOTTERY_FAULT": fault}
-    prefix = torchrun(ranks) if ranks > 1 else [sys.executable]
-    cmd = [
-        "env",
-        *(f"{k}={v}" for k, v in env.items()),
-        *prefix,
-        "-m",
-        "lottery",
-        "imp",
-        "--config",
-        str(config),
-    ]
-    return run(cmd, timeout=900, check=check)
-
-
-def run_dir(config: Path) -> Path:
-    (found,) = (config.parent / "runs").iterdir()
-    return found
-
-
-def round_ids(directory: Path) -> dict[str, str]:
-    store = TicketStore(directory / "masks")
-    return {alias: store.resolve(alias) for alias in sorted(store.aliases())}
-
-
-def state(directory: Path) -> dict:
-    return json.loads((directory / "state.json").read_text())
-
-
-def rewind_lines(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines() if "largest |weight - start * mask|" in line]
-
-
-def test_imp_killed_mid_round_and_mid_ticket_write_gives_the_uninterrupted_tickets(
-    tmp_path, shapes_dir, mini_model_dir, deepspeed_ops, theta0_cache
-):
-    # ZeRO-2: the partitioned optimizer state a resume reloads (ZeRO-3 rounds: the bf16 test below)
-    straight = write_config(tmp_path / "a" / "imp.yaml", shapes_dir, mini_model_dir, zero=2)
-    killed = write_config(tmp_path / "b" / "imp.yaml", shapes_dir, mini_model_dir, zero=2)
-
-    done = launch(straight, theta0_cache)
-    expected = round_ids(run_dir(straight))
-    assert list(expected) == ["round_01", "round_02", "round_03"]
-    lines = rewind_lines(done.stdout)
-    assert len(lines) == 4 and all(line.endswith("= 0") for line in lines), lines
-
-    # kill -9 after step 1 of round 2: rounds 0-1 stay done
-    assert launch(killed, theta0_cache, fault="imp.round_02.step@1", check=False).returncode != 0
-    directory = run_dir(killed)
-    assert state(directory)["rounds_done"] == 2 and state(directory)["in_flight"] == 2
-    # kill -9 while the ticket of round 3 is being written (temp file written, not yet renamed)
-    assert launch(killed, theta0_cache, fault="store.before_rename@1", check=False).returncode != 0
-    assert "round_03" not in TicketStore(directory / "masks").aliases()
-    assert list((directory / "masks" / "tmp").iterdir()), "the killed writer left its temp file"
-
-    resumed = launch(killed, theta0_cache)
-    assert "IMP round 0" not in resumed.stdout and "IMP round 1 " not in resumed.stdout
-    assert round_ids(directory) == expected
-    assert state(directory)["rounds_done"] == 4
-    assert not list(directory.glob("rounds/*/checkpoints")), "finished rounds keep no optimizer state"
 
 
 def test_imp_stopped_on_two_ranks_finishes_on_one_keeping_finished_rounds(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import run, torchrun
-from test_imp import lighten, write_config
+from imp_runs import lighten, write_config
 
 pytestmark = pytest.mark.distributed
 

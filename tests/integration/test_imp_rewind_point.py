@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from test_imp import launch, lighten, rewind_lines, run_dir, state, write_config
+from imp_runs import launch, lighten, rewind_lines, run_dir, state, write_config
 
 pytestmark = pytest.mark.distributed
 

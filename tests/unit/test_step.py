@@ -42,7 +42,7 @@ def test_each_micro_batch_is_drawn_when_needed_cast_kept_and_stepped():
             engine.calls.append(f"collate {index}")
             yield {"img_feat": torch.full((2,), float(index)), "targets": torch.zeros(2)}, f"task{index}"
 
-    losses = optimizer_step(engine, _Enforcer(engine), micro_batches(), torch.bfloat16)
+    losses = optimizer_step(engine, _Enforcer(engine), micro_batches(), torch.bfloat16, step=1)
     assert losses == [0.0, 2.0, 4.0]
     per_micro = ["forward {} torch.bfloat16", "backward", "keep mask", "step"]
     assert engine.calls == [
@@ -54,7 +54,7 @@ def test_each_micro_batch_is_drawn_when_needed_cast_kept_and_stepped():
 
 def test_without_a_ticket_there_is_nothing_to_keep():
     engine = _Engine()
-    optimizer_step(engine, None, iter([({"img_feat": torch.ones(1)}, "mlm")]), torch.float32)
+    optimizer_step(engine, None, iter([({"img_feat": torch.ones(1)}, "mlm")]), torch.float32, step=1)
     assert engine.calls == ["forward mlm torch.float32", "backward", "step"]
 
 
