@@ -4,7 +4,7 @@ A NaN or infinite loss poisons the gradients DeepSpeed all-reduces, so every ran
 from that step on; going on would checkpoint them, and an IMP round would cut a ticket from them
 (magnitudes of NaN sort anywhere). The check runs after each optimiser step, before the step's
 checkpoint and the caller's hooks, so the last checkpoint and every ticket already stored are from
-finite weights, and a rerun (with a lower learning rate, say) resumes from that checkpoint.
+finite weights.
 
 One rank may diverge alone (its micro-batch overflowed), so the ranks first agree whether any did
 (one small all-gather), then learn from the rank that did which task and value it saw: every rank
@@ -42,6 +42,7 @@ def stop_if_not_finite(step: int, named_losses: Sequence[tuple[str, float]]) -> 
     ranks = ", ".join(str(r) for r in bad)
     raise NonFiniteLoss(
         f"step {step}: the {name} loss is {value} on rank(s) {ranks}; the run stops before saving this "
-        "step, so its last checkpoint and tickets hold finite weights (lower optim.lr, raise "
-        "optim.warmup_steps, or train in bf16 rather than fp16, and rerun to resume)"
+        "step, so its checkpoints and tickets hold finite weights (a rerun of the same command resumes "
+        "and, its draws being seeded, meets the same step: a new run with a lower optim.lr, more "
+        "optim.warmup_steps, or bf16 rather than fp16 is the way on)"
     )
