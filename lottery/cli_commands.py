@@ -113,7 +113,10 @@ def model_convert(args: argparse.Namespace) -> None:
         config = preset(args.config)
     except ValueError as err:  # an unknown preset name, which the error lists
         raise InputError(f"--config: {err}") from None
-    model, report = convert_original(Path(args.from_original), config)
+    try:
+        model, report = convert_original(Path(args.from_original), config)
+    except ValueError as err:  # not a weights-only state dict, or not one of this config: the error names why
+        raise InputError(f"--from-original {err}") from None
     print(report.summary())
     save_pretrained(model, Path(args.out))
     print(f"converted {args.from_original} ({args.config}) to {args.out}")

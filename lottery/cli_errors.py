@@ -27,6 +27,7 @@ EXPECTED = (
     ("lottery.tickets.format", "TicketError", "ticket refused: ", EXIT_BAD_INPUT),
     ("lottery.models.uniter.checkpoint", "ModelDirError", "model refused: ", EXIT_BAD_INPUT),
     ("lottery.data.schema", "ShardError", "data refused: ", EXIT_BAD_INPUT),
+    ("lottery.train.weights_only", "CheckpointRefused", "checkpoint refused: ", EXIT_BAD_INPUT),
     ("lottery.sparsity.enforce", "MaskViolation", "", EXIT_MASK_VIOLATED),
     ("lottery.run_lock", "RunBusy", "", EXIT_RUN_BUSY),
     ("lottery.train.step", "Preempted", "", EXIT_PREEMPTED),

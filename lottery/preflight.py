@@ -55,16 +55,71 @@ def require_path(path: str | Path, option: str, *, directory: bool = False) -> P
     return path
 
 
-def check_ticket(ref: str, store: str, key: str) -> None:
-    """`ref` (an id, id prefix or alias; "" or dense: none) names a ticket of `store` (empty: default)."""
+def check_ticket(
+    ref: str, store: str, key: str, scope: tuple[str, ...] = (), model_dir: str | Path | None = None
+) -> None:
+    """`ref` (an id, id prefix or alias; "" or dense: none) names a ticket of `store` (empty: default).
+
+    With a `scope` (the run's; empty: the ticket's own) the ticket's scope is checked, and with a
+    `model_dir` that exists its fingerprint too, as the run would after its engine: from the header
+    only, since every rank runs this; the hash is checked by the one read rank 0 broadcasts.
+    """
     if ref in ("", "dense"):
         return
+    import json
+
     from lottery.tickets import TicketError, TicketStore, default_root
+    from lottery.tickets.store import check_layout
 
     try:
-        TicketStore(store or default_root()).resolve(ref)
+        ticket_store = TicketStore(store or default_root())
+        ticket_store.resolve(ref)
+        has_model = model_dir is not None and (Path(model_dir) / "config.json").is_file()
+        if not scope and not has_model:
+            return
+        path, header = ticket_store.header(ref)
+        try:
+            their_scope = tuple(json.loads(header["scope"]))
+            their_fingerprint, cut_from = header["fingerprint"], f"{header['family']} {header['model']}"
+        except (KeyError, ValueError, TypeError) as err:
+            raise TicketError(f"{path}: metadata check failed: scope/fingerprint missing ({err!r})") from None
+        fingerprint = name = None
+        if has_model:
+            from lottery.tickets.layout import model_layout
+
+            name, fingerprint, _ = model_layout(model_dir, their_scope)
+        check_layout(
+            str(path),
+            their_scope,
+            their_fingerprint,
+            cut_from,
+            fingerprint=fingerprint,
+            scope=scope or None,
+            model_name=name,
+        )
     except TicketError as err:
         raise TicketError(f"{key}={ref}: {err}") from None
+
+
+def check_shards(data_dir: str | Path) -> None:
+    """Every shard an existing dataset's meta.json lists is there and whole (`schema.check_tar_end`):
+    a shard cut short is refused now, not at the step that reaches the cut. A dataset not built yet,
+    or whose meta.json cannot be read, is left to the job, which builds or refuses it."""
+    import json
+
+    from lottery.data.schema import META_NAME, check_tar_end, shard_error
+
+    meta_path = Path(data_dir) / META_NAME
+    try:
+        splits = json.loads(meta_path.read_text())["shards"]
+        names = [name for split in splits.values() for name in split]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    for name in names:
+        shard = Path(data_dir) / name
+        if not shard.is_file():
+            raise shard_error(str(shard), None, f"listed in {meta_path} but missing")
+        check_tar_end(shard)
 
 
 def check_train(train: TrainConfig, optim: Any) -> None:
@@ -81,7 +136,9 @@ def check_train(train: TrainConfig, optim: Any) -> None:
 
 def check_pretrain(config: PretrainConfig) -> None:
     """A pre-training (or theta0's): its ticket, the BERT it builds its model from, its DeepSpeed JSON."""
-    check_ticket(config.sparsity.ticket, config.sparsity.store, "sparsity.ticket")
+    sparsity = config.sparsity
+    check_ticket(sparsity.ticket, sparsity.store, "sparsity.ticket", tuple(sparsity.scope), config.model.dir)
+    check_shards(config.data.dir)
     bert = config.model.init_from_bert
     if bert != MINILM and not (Path(config.model.dir) / "config.json").is_file():
         require_path(bert, f"model.init_from_bert (to build {config.model.dir})", directory=True)
@@ -89,7 +146,7 @@ def check_pretrain(config: PretrainConfig) -> None:
 
 
 def check_finetune(config: FinetuneConfig) -> None:
-    check_ticket(config.ticket, config.store, "ticket")
+    check_ticket(config.ticket, config.store, "ticket", tuple(config.scope))
     check_train(config.train, config.optim)
 
 

@@ -126,11 +126,27 @@ def kill_job(launcher_pid: int) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
+# what `dist.init` exports in a process that ran a job in process: a child must not take them for a launcher's
+LAUNCH_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "LOTTERY_LAUNCHED_BY",
+)
+
+
 def run(cmd: list[str], timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run a launcher command from the repo root; on failure (if `check`) show its output, which names the cause."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("OMP_NUM_THREADS", None)
+    # an in-process job of this session exported its rendezvous (dist.init) and its process group still
+    # holds that port: a launched command must find its own, as it would from a shell
+    for key in LAUNCH_ENV:
+        env.pop(key, None)
     # its own session, and `kill_job` at a timeout, so the launcher's ranks die too (they would hold the CPU and ports
     # for every later test)
     with subprocess.Popen(

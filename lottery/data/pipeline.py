@@ -8,6 +8,7 @@ reads one ordered pass over all shards on every rank.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import signal
@@ -157,14 +158,35 @@ def _read_shards(sources: Iterable[dict[str, str]]) -> Iterator[dict[str, Any]]:
         try:
             yield from wds.tarfile_samples([{"url": url}])
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-            raise shard_error(url, None, f"cannot read the tar ({exc})") from exc
+            # webdataset re-raises with args (message @ stream, stream, url): keep the message
+            reason = str(exc.args[0] if exc.args else exc).split(" @ ")[0]
+            raise shard_error(url, None, f"cannot read the tar ({reason})") from exc
 
 
 def _checked(raw: dict[str, Any]) -> dict[str, Any]:
     shard = raw["__url__"]
     sample = decode_sample(raw, shard)
-    validate_sample(sample, shard)
+    validate_sample(sample, shard, _feat_dim(Path(shard).parent / META_NAME))
     return sample
+
+
+def _feat_dim(meta_path: Path) -> int | None:
+    """The region feature size D that a dataset's meta.json records (the size its model was built for),
+    None when it records none (images only) or cannot be read (`shard_urls` names that)."""
+    try:
+        return _recorded_feat_dim(str(meta_path), meta_path.stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _recorded_feat_dim(meta_path: str, mtime_ns: int) -> int | None:
+    """Read once per meta.json version (`mtime_ns`): a dataset rebuilt in place is read again."""
+    try:
+        feat_dim = json.loads(Path(meta_path).read_text()).get("feat_dim")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return feat_dim if isinstance(feat_dim, int) else None
 
 
 def _examples(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ REGION_FIELDS: tuple[str, ...] = ("feat.npy", "box.npy")
 IMAGE_MAGIC: dict[str, bytes] = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
 # Boxes come from float arithmetic in converters; allow rounding, not un-normalised pixel boxes.
 _BOX_SLACK = 1e-3
+_TAR_BLOCK = 512
 _FIX = "rebuild the dataset (for the shapes world: delete the directory and run `lottery data shapes`) or fix the converter that wrote it"
 
 
@@ -52,6 +54,25 @@ def shard_error(shard: str, key: str | None, problem: str) -> ShardError:
     """The one wording of schema errors: where (shard file, sample key), what, and the fix."""
     where = f"shard {shard}" if key is None else f"shard {shard}, sample {key!r}"
     return ShardError(f"{where}: {problem}; {_FIX}")
+
+
+def check_tar_end(path: Path) -> None:
+    """Raise `ShardError` unless the shard at `path` ends as every tar writer ends one: a whole number of
+    512-byte blocks, the last two all zero (the end-of-archive marker).
+
+    A shard cut short (a full disk, a killed copy) fails this from its last KB, so a job refuses it before
+    it starts, not at the step whose batch reaches the cut, with a run directory already begun.
+    """
+    size = path.stat().st_size
+    end = _TAR_BLOCK * 2
+    if size >= end and size % _TAR_BLOCK == 0:
+        with path.open("rb") as tar:
+            tar.seek(size - end)
+            if not any(tar.read(end)):
+                return
+    raise shard_error(
+        str(path), None, f"truncated: {size} bytes, no end-of-archive marker (two zero 512-byte blocks)"
+    )
 
 
 def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +107,12 @@ def decode_sample(raw: dict[str, Any], shard: str) -> dict[str, Any]:
     return decoded
 
 
-def validate_sample(sample: dict[str, Any], shard: str) -> None:
-    """Raise `ShardError` unless the decoded `sample` follows the schema in this module's docstring."""
+def validate_sample(sample: dict[str, Any], shard: str, feat_dim: int | None = None) -> None:
+    """Raise `ShardError` unless the decoded `sample` follows the schema in this module's docstring.
+
+    `feat_dim`: the D its dataset's meta.json records, when the reader knows it; a sample of another D
+    would otherwise pass here and fail later, as a bare shape error in the collate of its batch.
+    """
     key = sample.get("__key__")
     if not isinstance(key, str) or not key or "." in key:
         raise shard_error(shard, None, f"bad __key__ {key!r}: need a non-empty string without '.'")
@@ -117,6 +142,10 @@ def validate_sample(sample: dict[str, Any], shard: str) -> None:
     feat = _array(sample, "feat.npy", np.float16, shard, key)
     if feat.ndim != 2 or feat.shape[0] < 1 or feat.shape[1] < 1:
         raise shard_error(shard, key, f"feat.npy has shape {feat.shape}; expected (N, D) with N, D >= 1")
+    if feat_dim is not None and feat.shape[1] != feat_dim:
+        raise shard_error(
+            shard, key, f"feat.npy has shape {feat.shape}; expected (N, {feat_dim}): meta.json's feat_dim"
+        )
     regions = feat.shape[0]
     box = _array(sample, "box.npy", np.float32, shard, key)
     if box.shape != (regions, BOX_DIM):

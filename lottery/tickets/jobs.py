@@ -54,10 +54,11 @@ def cut_ticket(
     `scope` defaults to the scope of the directory's family (UNITER: the BERT-tickets scope), and the
     ticket records that family.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
     from lottery.models.families import family_of
-    from lottery.models.uniter.checkpoint import WEIGHTS_FILE
+    from lottery.models.uniter.checkpoint import CONFIG_FILE, WEIGHTS_FILE, format_shape
     from lottery.sparsity.criteria import METHODS, cut
     from lottery.tickets import TicketError, TicketMeta
 
@@ -74,10 +75,23 @@ def cut_ticket(
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} is missing; {model_dir} is not a complete model directory")
     raw = weights_path.read_bytes()  # read once: hashed for the digest, parsed for the weights
-    tensors = load(raw)
+    try:
+        tensors = load(raw)
+    except SafetensorError as err:  # e.g. a torch.save pickle under the safetensors name: never unpickled
+        raise TicketError(f"{weights_path}: not a readable safetensors file: {err}") from None
     missing = [p for p in shapes if p not in tensors]
     if missing:
         raise TicketError(f"{weights_path}: prunable weights missing from the file: {missing[:5]}")
+    wrong = [
+        f"{p} is {format_shape(tensors[p].shape)}, not {format_shape(s)}"
+        for p, s in shapes.items()
+        if tensors[p].shape != s
+    ]
+    if wrong:  # weights of another model under this config: the ticket would not fit the model it names
+        raise TicketError(
+            f"{weights_path}: weights of another model than {Path(model_dir) / CONFIG_FILE} describes "
+            f"({len(wrong)} prunable tensors differ, e.g. {'; '.join(wrong[:2])})"
+        )
     weights = {p: tensors[p].float() for p in shapes}
     masks = cut(weights, method, sparsity, scope=scope, seed=seed, n=n, m=m)
     digest = hashlib.sha256(

@@ -88,24 +88,47 @@ def check_model(
     scope: Sequence[str] | None = None,
     model_name: str | None = None,
 ) -> None:
-    """Refuse a ticket whose scope or fingerprint is not the model's (each check only when given).
+    """Refuse a ticket whose scope or fingerprint is not the model's (each check only when given)."""
+    cut_from = f"{ticket.meta.family} {ticket.meta.model}"
+    check_layout(
+        ticket.source,
+        ticket.masks.scope,
+        ticket.masks.fingerprint,
+        cut_from,
+        fingerprint=fingerprint,
+        scope=scope,
+        model_name=model_name,
+    )
+
+
+def check_layout(
+    source: str,
+    ticket_scope: tuple[str, ...],
+    ticket_fingerprint: str,
+    cut_from: str,
+    *,
+    fingerprint: str | Callable[[tuple[str, ...]], str] | None = None,
+    scope: Sequence[str] | None = None,
+    model_name: str | None = None,
+) -> None:
+    """`check_model` on a ticket's layout alone (from a loaded ticket, or from its header before a job).
 
     The scope is checked first: a different scope also changes the fingerprint, and saying so is the
     more useful message. `fingerprint` may be a function of a scope (the model's `fingerprint`): it is
     then asked for the fingerprint under the ticket's own scope, for runs that train any ticket's scope.
     """
-    if scope is not None and tuple(scope) != ticket.masks.scope:
+    if scope is not None and tuple(scope) != ticket_scope:
         raise TicketError(
-            f"{ticket.source}: scope check failed: scope differs: the ticket's is {scope_text(ticket.masks.scope)}, "
+            f"{source}: scope check failed: scope differs: the ticket's is {scope_text(ticket_scope)}, "
             f"the run's is {scope_text(scope)}; use a ticket cut with the run's scope, or set the run's scope "
             "to the ticket's (sparsity.scope, or leave it empty to take the ticket's)"
         )
     if callable(fingerprint):
-        fingerprint = fingerprint(ticket.masks.scope)
-    if fingerprint is not None and fingerprint != ticket.masks.fingerprint:
+        fingerprint = fingerprint(ticket_scope)
+    if fingerprint is not None and fingerprint != ticket_fingerprint:
         raise TicketError(
-            f"{ticket.source}: fingerprint check failed: fingerprint {ticket.masks.fingerprint[:12]}… "
-            f"(cut from {ticket.meta.family} {ticket.meta.model}) does not match model "
+            f"{source}: fingerprint check failed: fingerprint {ticket_fingerprint[:12]}… "
+            f"(cut from {cut_from}) does not match model "
             f"{model_name or '(unnamed)'} ({fingerprint[:12]}…); was it cut from another model or scope?"
         )
 
@@ -274,6 +297,15 @@ class TicketStore:
         close = difflib.get_close_matches(ref, names, n=5, cutoff=0.5)
         hint = f"close matches: {', '.join(close)}" if close else "`lottery ticket list` shows what it holds"
         raise TicketError(f"{self.root}: no ticket {ref!r} (not an id, unique id prefix or alias); {hint}")
+
+    def header(self, ref: str) -> tuple[Path, dict[str, str]]:
+        """The object `ref` names and its header's metadata, read without the masks (a few KB, so every
+        rank of a job may check a ticket's layout before the one verified read that is broadcast)."""
+        path = self.object_path(self.resolve(ref))
+        try:
+            return path, _read_file_header(path)
+        except OSError as err:
+            raise TicketError(f"{path}: unreadable: {err}") from None
 
     def read_verified(self, ref: str) -> tuple[str, Path, bytes]:
         """(id, path, bytes) of the ticket `ref`, after checking that the bytes hash to the id."""

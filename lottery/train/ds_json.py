@@ -18,6 +18,7 @@ group exists (``check_ds_config``) and every rank fails the same way.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -30,6 +31,76 @@ from lottery.resources import DS_CONFIGS, NotShipped, shipped_file
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
+# the top-level keys DeepSpeed 0.19 reads (its runtime config and the sections it hands to its
+# monitors, profilers, compression and elasticity); DeepSpeed ignores any other key without a word, so a
+# misspelt one would leave its setting silently unapplied
+DEEPSPEED_KEYS = frozenset(
+    [
+        "activation_checkpointing",
+        "aio",
+        "amp",
+        "autotuning",
+        "bf16",
+        "bfloat16",
+        "checkpoint",
+        "comet",
+        "comms_logger",
+        "communication_data_type",
+        "compile",
+        "compression_training",
+        "csv_monitor",
+        "curriculum_learning",
+        "data_efficiency",
+        "data_types",
+        "dataloader_drop_last",
+        "datastates_ckpt",
+        "disable_allgather",
+        "disable_python_gc",
+        "dump_state",
+        "dynamic_batching",
+        "eigenvalue",
+        "elasticity",
+        "expert_parallel",
+        "flops_profiler",
+        "fp16",
+        "gradient_accumulation_steps",
+        "gradient_allreduce_op",
+        "gradient_clipping",
+        "gradient_predivide_factor",
+        "graph_harvesting",
+        "hybrid_engine",
+        "log_level",
+        "managed_gradient_accumulation",
+        "memory_breakdown",
+        "model_info",
+        "nebula",
+        "optimizer",
+        "pipeline",
+        "prescale_gradients",
+        "progressive_layer_drop",
+        "quantize_training",
+        "random_ltd",
+        "scheduler",
+        "seq_parallel_communication_data_type",
+        "sequence_parallel_size",
+        "sparse_attention",
+        "sparse_gradients",
+        "steps_per_print",
+        "tensor_parallel",
+        "tensorboard",
+        "timers",
+        "torch_autocast",
+        "train_batch_size",
+        "train_micro_batch_size_per_gpu",
+        "use_data_before_expert_parallelism",
+        "wall_clock_breakdown",
+        "wandb",
+        "weight_quantization",
+        "zero_allow_untested_optimizer",
+        "zero_force_ds_cpu_optimizer",
+        "zero_optimization",
+    ]
+)
 ACCELERATE_PRECISION = "ACCELERATE_MIXED_PRECISION"
 _FROM_ACCELERATE = {"fp16": "fp16", "bf16": "bf16"}  # "no": accelerate's default, no request
 # keys Hugging Face's templates set to "auto" and derive from the model's hidden size h
@@ -146,6 +217,7 @@ def fill_ds_config(
     `precision` (resolved, or None: leave the precision sections), `world` (ranks: ``train_batch_size``)
     and `hidden_size` (the bucket sizes) are given when known; what is unknown is left to check later.
     """
+    _check_keys(ds, path)
     for section, owner in (("optimizer", "optim.* (AdamW)"), ("scheduler", "optim.warmup_steps")):
         if section in ds:
             raise ConfigError(
@@ -187,6 +259,17 @@ def check_ds_config(train: TrainConfig, optim: OptimConfig, env: Mapping[str, st
     path, ds = read_ds_json(train)
     requested_precision(train, ds, path, env)
     fill_ds_config(ds, path, train, optim, None)
+
+
+def _check_keys(ds: Mapping[str, Any], path: object) -> None:
+    unknown = sorted(key for key in ds if key not in DEEPSPEED_KEYS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(DEEPSPEED_KEYS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{path}: {unknown[0]!r} is not a DeepSpeed config key{hint}; DeepSpeed would ignore it without "
+            "a word, so fix or remove it"
+        )
 
 
 def _get(ds: Mapping[str, Any], dotted: str) -> Any:

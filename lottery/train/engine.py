@@ -128,6 +128,7 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig, run_d
     import deepspeed
 
     from lottery import dist
+    from lottery.train.weights_only import install as install_weights_only
 
     path, ds = read_ds_json(train)
     requested, source = requested_precision(train, ds, path)
@@ -149,4 +150,5 @@ def build_engine(model: nn.Module, train: TrainConfig, optim: OptimConfig, run_d
             ds, path, train, optim, precision, world=dist.world_size(), hidden_size=hidden_size
         ),
     )
+    install_weights_only(engine)  # a resume unpickles no code (DeepSpeed's own load would)
     return engine, precision

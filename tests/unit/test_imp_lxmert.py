@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from conftest import LAUNCH_ENV
 
 from lottery.config import ConfigError, ImpConfig, load_config
-from lottery.dist import LAUNCHER_VAR
 from lottery.models.families import family_of
 from lottery.models.lxmert import LXMERT_SCOPE, from_pretrained
 from lottery.tickets import TicketError, TicketStore
@@ -50,23 +50,13 @@ def theta0_overrides(shapes: Path, model_dir: Path) -> list[str]:
     return [f"{key}={value}" for key, value in values.items()]
 
 
-# what `dist.init` exports in a process that ran a job in process: a child must not take them for a launcher's
-LAUNCH_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    LAUNCHER_VAR,
-)
 REPO = Path(__file__).resolve().parents[2]
 
 
 def lottery(*args: str, cache: Path, check: bool = True) -> subprocess.CompletedProcess:
     """`python -m lottery ...` in a process of its own (no launcher: one rank), theta0 cached in `cache`;
     without the launcher variables a test run under a launcher would pass on."""
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
     env["LOTTERY_THETA0_CACHE"] = str(cache)
     command = [sys.executable, "-m", "lottery", *args]
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

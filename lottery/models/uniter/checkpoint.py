@@ -195,11 +195,12 @@ def from_pretrained(model_dir: str | Path) -> UniterForPretraining:
 
     model = UniterForPretraining(config)
     expected = {key: value.shape for key, value in model.state_dict().items() if key not in TIED_WEIGHTS}
-    problems = key_problems(tensors, expected)
+    problems = key_problems(tensors, expected, listed=5)
     if problems:
+        shown = problems[:5] + ([f"... {len(problems) - 5} more"] if len(problems) > 5 else [])
         raise ModelDirError(
             f"{weights_path} does not match its config {config.name!r} ({Path(model_dir) / CONFIG_FILE}): "
-            + "; ".join(problems)
+            + "; ".join(shown)
         )
     tensors.update({alias: tensors[owner] for alias, owner in TIED_WEIGHTS.items()})
     model.load_state_dict(tensors)

@@ -8,6 +8,7 @@ checkpoint) and are then left at their UNITER initialisation and listed in the r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,9 @@ def load_original_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged file fails anywhere in the unpickler; name the file
-        raise ValueError(f"{path}: not a weights-only torch checkpoint: {err}") from err
+        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        why = f"it calls {code.group(1)}, so it was not unpickled" if code else str(err).splitlines()[0]
+        raise ValueError(f"{path}: not a weights-only torch checkpoint ({why})") from err
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
