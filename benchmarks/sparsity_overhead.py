@@ -7,7 +7,9 @@
    gathering the prunable weights and calling `torch.kthvalue`, on a ZeRO-3 engine.
 3. Ticket bytes per prunable weight.
 
-Usage, from the repo root:  python benchmarks/sparsity_overhead.py [--steps 12] [--blocks 4]
+Usage, from the repo root:
+    python benchmarks/sparsity_overhead.py [--steps 12] [--blocks 4] [--quick] [--json out.json]
+(`--quick`: 4 steps a block, 2 blocks.)
 """
 
 from __future__ import annotations
@@ -23,35 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-class PeakRss:
-    """Peak resident-set growth during a block: the kernel's high-water mark (VmHWM), reset at entry.
-
-    The workers run with a fixed malloc mmap threshold, so a freed large tensor goes back to the
-    kernel instead of being reused silently, and every large allocation shows in the peak.
-    """
-
-    def __enter__(self) -> PeakRss:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        self.start = _status_kib("VmRSS") * 1024
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.peak = _status_kib("VmHWM") * 1024
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
+from gloo_ranks import MMAP_THRESHOLD
+from rows import Row, add_output_flags, emit
+from rss import PeakRss
 
 
 def _model():
@@ -207,7 +183,7 @@ def _launch(mode: str, stage: int, args: argparse.Namespace, port: int) -> dict 
             str(port),
         ]
         cmd += [__file__, "--worker", mode, str(stage), str(args.steps), str(args.blocks), str(out)]
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17)}
+        env = {**os.environ, **MMAP_THRESHOLD}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
@@ -228,37 +204,80 @@ def _ticket_bits_per_weight() -> tuple[int, int]:
     return len(data), masks.total
 
 
+def _stage_rows(stage: int, ours: dict, torch_prune: dict | None) -> list[Row]:
+    rows = [
+        Row(
+            figure=f"masked / dense step, ZeRO-{stage} (uniter-mini, 2 ranks, batch 8)",
+            measured=ours["masked_s"] / ours["dense_s"],
+            target="<= 1.02",
+            unit="x",
+            note=f"dense {ours['dense_s']:.3f} s/step",
+        )
+    ]
+    if torch_prune is not None:
+        rows.append(
+            Row(
+                figure=f"torch.nn.utils.prune / dense step, ZeRO-{stage}",
+                measured=torch_prune["masked_s"] / torch_prune["dense_s"],
+                target="reported",
+                unit="x",
+                note=f"dense {torch_prune['dense_s']:.3f} s/step",
+            )
+        )
+    if "threshold_ours_s" in ours:
+        rows += [
+            Row(
+                figure=f"threshold == gather + kthvalue, ZeRO-{stage}",
+                measured="yes" if ours["threshold_equal"] else "no",
+                target="identical",
+            ),
+            Row(
+                figure=f"threshold time, ours / gather + kthvalue, ZeRO-{stage}",
+                measured=ours["threshold_ours_s"] / ours["threshold_gather_s"],
+                target="reported",
+                unit="x",
+                note=f"{ours['threshold_ours_s']:.3f} s vs {ours['threshold_gather_s']:.3f} s",
+            ),
+            Row(
+                figure=f"threshold peak RSS growth, ours / gather + kthvalue, ZeRO-{stage}",
+                measured=ours["threshold_ours_rss"] / max(1, ours["threshold_gather_rss"]),
+                target="reported",
+                unit="x",
+                note=f"{ours['threshold_ours_rss'] / 2**20:.1f} MiB vs {ours['threshold_gather_rss'] / 2**20:.1f} MiB",
+            ),
+        ]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=4, help="dense/masked block pairs")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    add_output_flags(parser)
     args = parser.parse_args()
     if args.worker:
         mode, stage, steps, blocks, out = args.worker
         worker(mode, int(stage), int(steps), int(blocks), Path(out))
         return
-    print("masked step / dense step (uniter-mini, batch 8 per rank, 2 ranks x 1 thread):")
+    if args.quick:
+        args.steps, args.blocks = 4, 2
+    rows: list[Row] = []
     for i, stage in enumerate((0, 2, 3)):  # 0: what IMP and the fine-tunes run by default
         ours = _launch("ours", stage, args, 29800 + i)
         torch_prune = _launch("torch-prune", stage, args, 29810 + i)
-        if ours is None:
-            continue
-        line = f"  ZeRO-{stage}: ours x{ours['masked_s'] / ours['dense_s']:.3f} (dense {ours['dense_s']:.3f} s/step)"
-        if torch_prune is not None:
-            line += f"; torch.nn.utils.prune x{torch_prune['masked_s'] / torch_prune['dense_s']:.3f}"
-        print(line, flush=True)
-        if "threshold_ours_s" in ours:
-            print(
-                f"  threshold at ZeRO-{stage}: equal to gather+kthvalue: {ours['threshold_equal']}; "
-                f"time ours/gather x{ours['threshold_ours_s'] / ours['threshold_gather_s']:.2f} "
-                f"({ours['threshold_ours_s']:.3f} s vs {ours['threshold_gather_s']:.3f} s); peak RSS growth "
-                f"{ours['threshold_ours_rss'] / 2**20:.1f} MiB vs {ours['threshold_gather_rss'] / 2**20:.1f} MiB "
-                f"(x{ours['threshold_ours_rss'] / max(1, ours['threshold_gather_rss']):.2f})",
-                flush=True,
-            )
+        if ours is not None:
+            rows += _stage_rows(stage, ours, torch_prune)
     size, total = _ticket_bits_per_weight()
-    print(f"ticket: {size} bytes for {total} prunable weights = {8 * size / total:.4f} bits per weight")
+    rows.append(
+        Row(
+            figure="ticket bits / prunable weight (uniter-mini scope, magnitude 60%)",
+            measured=8 * size / total,
+            target="reported",
+            note=f"{size:,} bytes for {total:,} weights",
+        )
+    )
+    emit(rows, args.json)
 
 
 if __name__ == "__main__":
