@@ -66,23 +66,18 @@ def check_ticket(
     """
     if ref in ("", "dense"):
         return
-    import json
-
     from lottery.tickets import TicketError, TicketStore, default_root
-    from lottery.tickets.store import check_layout
+    from lottery.tickets.format import header_layout
+    from lottery.tickets.model_checks import check_layout
 
     try:
         ticket_store = TicketStore(store or default_root())
-        ticket_store.resolve(ref)
         has_model = model_dir is not None and (Path(model_dir) / "config.json").is_file()
         if not scope and not has_model:
+            ticket_store.resolve(ref)
             return
         path, header = ticket_store.header(ref)
-        try:
-            their_scope = tuple(json.loads(header["scope"]))
-            their_fingerprint, cut_from = header["fingerprint"], f"{header['family']} {header['model']}"
-        except (KeyError, ValueError, TypeError) as err:
-            raise TicketError(f"{path}: metadata check failed: scope/fingerprint missing ({err!r})") from None
+        their_scope, their_fingerprint, meta = header_layout(header, str(path))
         fingerprint = name = None
         if has_model:
             from lottery.tickets.layout import model_layout
@@ -92,7 +87,7 @@ def check_ticket(
             str(path),
             their_scope,
             their_fingerprint,
-            cut_from,
+            f"{meta.family} {meta.model}",
             fingerprint=fingerprint,
             scope=scope or None,
             model_name=name,

@@ -200,6 +200,17 @@ def _layout(metadata: Mapping[str, str], source: str) -> tuple[dict[str, list[in
     return shapes, scope
 
 
+def header_layout(metadata: Mapping[str, str], source: str) -> tuple[tuple[str, ...], str, TicketMeta]:
+    """A ticket header's scope, fingerprint and provenance, parsed as `read_ticket` parses them, for a
+    check that must not read the masks (a job's preflight, on every rank)."""
+    _, scope = _layout(metadata, source)
+    meta = _meta_from_header(metadata, source)
+    fingerprint = metadata.get("fingerprint")
+    if not fingerprint:
+        raise TicketError(f"{source}: metadata check failed: fingerprint missing")
+    return scope, fingerprint, meta
+
+
 def read_ticket(data: bytes, source: str) -> Ticket:
     """Parse a ticket file's bytes; `source` names it in every error.
 
