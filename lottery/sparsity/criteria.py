@@ -20,7 +20,7 @@ from torch import Tensor
 from lottery import dist
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE
-from lottery.sparsity.threshold import select_smallest
+from lottery.sparsity.threshold import LazyScores, Scores, select_smallest
 
 METHODS = ("magnitude", "magnitude-layerwise", "random", "nm")
 
@@ -57,22 +57,30 @@ def prune_pieces(
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     if method == "magnitude-layerwise":
         return _layerwise(pieces, sparsity)
-    scores = [_scores(p, method, seed) for p in pieces]
+    scores = [piece_scores(p, method, seed) for p in pieces]
     total = sum(p.numel for p in pieces)
-    pruned = int(dist.all_reduce_tensor(torch.tensor([sum(int((~p.kept).sum()) for p in pieces)]))[0])
+    pruned = int(dist.all_reduce_tensor(torch.tensor([sum(_pruned(p) for p in pieces)]))[0])
     k = _count_to_prune(round(sparsity * total), pruned, "the prunable scope")
     chosen = select_smallest(scores, k, names=[p.name for p in pieces])
-    return [p.kept & ~c for p, c in zip(pieces, chosen, strict=True)]
+    # in place on the selection (a bool per entry) rather than a second array of that size
+    return [
+        torch.logical_and(p.kept.cpu(), c.logical_not_(), out=c) for p, c in zip(pieces, chosen, strict=True)
+    ]
 
 
 def _layerwise(pieces: Sequence[Piece], sparsity: float) -> list[Tensor]:
-    pruned = dist.all_reduce_tensor(torch.tensor([int((~p.kept).sum()) for p in pieces], dtype=torch.long))
+    pruned = dist.all_reduce_tensor(torch.tensor([_pruned(p) for p in pieces], dtype=torch.long))
     kept = []
     for piece, already in zip(pieces, pruned.tolist(), strict=True):
         k = _count_to_prune(round(sparsity * piece.numel), already, piece.name)
-        (chosen,) = select_smallest([_scores(piece, "magnitude", 0)], k, names=[piece.name])
-        kept.append(piece.kept & ~chosen)
+        (chosen,) = select_smallest([piece_scores(piece, "magnitude", 0)], k, names=[piece.name])
+        kept.append(torch.logical_and(piece.kept.cpu(), chosen.logical_not_(), out=chosen))
     return kept
+
+
+def _pruned(piece: Piece) -> int:
+    """Entries of the piece already pruned, counted without a negated copy of its mask."""
+    return piece.kept.numel() - int(piece.kept.sum())
 
 
 def _count_to_prune(target: int, already: int, where: str) -> int:
@@ -84,17 +92,25 @@ def _count_to_prune(target: int, already: int, where: str) -> int:
     return target - already
 
 
-def _scores(piece: Piece, method: str, seed: int) -> Tensor:
-    """Non-negative fp32 scores, +inf where already pruned (never chosen before a survivor)."""
+def piece_scores(piece: Piece, method: str, seed: int) -> Scores:
+    """Non-negative fp32 scores, +inf where already pruned (never chosen before a survivor).
+
+    Magnitude scores are computed a chunk at a time when the select asks (`LazyScores`), so a full
+    |w| copy of the shard is never held; random scores are drawn whole, for a reason given below.
+    """
     if method == "random":
         # drawn for the whole parameter and sliced, so the draw does not depend on the partitioning
         generator = torch.Generator().manual_seed(seed * 1_000_003 + piece.index)
         values = torch.rand(piece.numel, generator=generator)[
             piece.start : piece.start + piece.weights.numel()
         ]
-    else:
-        values = piece.weights.detach().float().abs().cpu()
-    return values.masked_fill(~piece.kept.cpu(), float("inf"))
+        return values.masked_fill(~piece.kept.cpu(), float("inf"))
+
+    def magnitude(start: int, stop: int) -> Tensor:
+        scores = piece.weights[start:stop].detach().float().abs()
+        return scores.masked_fill_(~piece.kept[start:stop].to(scores.device), float("inf"))
+
+    return LazyScores(piece.weights.numel(), magnitude)
 
 
 def nm_kept(piece: Piece, n: int, m: int) -> Tensor:

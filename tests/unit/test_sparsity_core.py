@@ -12,7 +12,8 @@ from lottery.models.uniter import UniterConfig, UniterForPretraining
 from lottery.sparsity.criteria import cut
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE, ScopeError, model_fingerprint, prunable_names
-from lottery.sparsity.threshold import kth_smallest, select_smallest
+from lottery.sparsity import threshold
+from lottery.sparsity.threshold import LazyScores, kth_smallest, select_smallest
 
 
 def _weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -55,6 +56,30 @@ def test_selection_takes_exactly_k_with_ties_broken_by_position():
     (chosen,) = select_smallest([values], 3)
     assert chosen.tolist() == [False, True, True, True, False, False]
     assert int(select_smallest([values[:2], values[2:]], 2)[1].sum()) == 1
+
+
+@pytest.mark.parametrize("chunk", [3, 64, 1 << 20])
+def test_chunked_scans_of_lazy_scores_select_what_whole_tensors_do(monkeypatch, chunk):
+    # values quantised to 1/16 make ties at the threshold; +inf marks already-pruned entries
+    values = torch.randint(0, 16, (500,), generator=torch.Generator().manual_seed(5)).float() / 16
+    values[::37] = float("inf")
+    pieces = [values[:123], values[123:123], values[123:]]
+    lazy = [LazyScores(p.numel(), lambda a, b, p=p: p[a:b].clone()) for p in pieces]
+    monkeypatch.setattr(threshold, "CHUNK", chunk)
+    for k in (1, 77, 250, 486):
+        assert kth_smallest(lazy, k) == kth_smallest(pieces, k) == float(torch.kthvalue(values, k).values)
+        chosen = torch.cat(select_smallest(lazy, k))
+        assert int(chosen.sum()) == k
+        assert torch.equal(chosen, torch.cat(select_smallest(pieces, k)))
+        kth = float(torch.kthvalue(values, k).values)
+        expected = values < kth
+        ties = torch.nonzero(values == kth).reshape(-1)
+        expected[ties[: k - int(expected.sum())]] = True  # ties in position order
+        assert torch.equal(chosen, expected)
+
+
+def test_negative_zero_is_a_zero_score_not_an_error():
+    assert kth_smallest([torch.tensor([-0.0, 1.0, 2.0])], 2) == 1.0
 
 
 def test_threshold_refuses_negative_nan_and_out_of_range_k():
