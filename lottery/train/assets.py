@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,6 +97,43 @@ def data_meta(data_dir: Path) -> dict:
     return json.loads(meta.read_text())
 
 
+@dataclass(frozen=True)
+class DataInputs:
+    """What a shards directory can feed a model, from its meta.json: images and/or region features.
+
+    The one answer to "does this data have images / regions" for both building a model and checking
+    that a given model fits, so the two cannot disagree.
+    """
+
+    data_dir: Path
+    image_size: int | None  # None: no images (a patch model cannot read it)
+    feat_dim: int | None  # None: images only (a region model cannot read it)
+    num_classes: int
+
+    def images(self, who: str) -> int:
+        """The image side, or a ConfigError saying `who` needs images this data lacks."""
+        if self.image_size is None:
+            raise ConfigError(f"{who} but {self.data_dir} has no images; {_NO_IMAGES}")
+        return self.image_size
+
+    def regions(self, who: str) -> tuple[int, int]:
+        """(feature size, detector classes), or a ConfigError saying `who` reads regions this data lacks."""
+        if self.feat_dim is None:
+            raise ConfigError(f"{who} but {self.data_dir} holds images only")
+        return self.feat_dim, self.num_classes
+
+
+def data_inputs(data_dir: Path) -> DataInputs:
+    meta = data_meta(Path(data_dir))
+    has_images = bool(meta.get("image_field"))
+    return DataInputs(
+        data_dir=Path(data_dir),
+        image_size=int(meta.get("image_size") or DEFAULT_IMAGE_SIZE) if has_images else None,
+        feat_dim=int(meta["feat_dim"]) if meta.get("feat_dim") else None,
+        num_classes=len(meta.get("class_names") or ()),
+    )
+
+
 def build_model_from_bert(
     bert: str,
     out: Path,
@@ -112,21 +150,12 @@ def build_model_from_bert(
     from lottery.models.families import FAMILIES
 
     num_classes = 1601 if family == "uniter" else 1600  # each family's detector (Visual Genome) classes
+    inputs = data_inputs(Path(data_dir)) if data_dir is not None else None
     if family == "vilt":  # a patch model: sized by the data's images, not its regions
-        image_size = DEFAULT_IMAGE_SIZE
-        if data_dir is not None:
-            meta = data_meta(Path(data_dir))
-            if not meta.get("image_field"):
-                raise ConfigError(f"{data_dir} has no images for a patch model ({family}): {_NO_IMAGES}")
-            image_size = int(meta.get("image_size") or DEFAULT_IMAGE_SIZE)
+        image_size = inputs.images(f"a patch model ({family}) needs images") if inputs else DEFAULT_IMAGE_SIZE
         return FAMILIES[family].build(bert, Path(out), image_size, 0)
-    if data_dir is not None:
-        meta = data_meta(Path(data_dir))
-        if not meta.get("feat_dim"):
-            raise ConfigError(
-                f"data.dir: {data_dir} holds images only; a {family} model reads region features"
-            )
-        img_dim, num_classes = int(meta["feat_dim"]), len(meta["class_names"])
+    if inputs is not None:
+        img_dim, num_classes = inputs.regions(f"data.dir: a {family} model reads region features")
     return FAMILIES[family].build(bert, Path(out), img_dim, num_classes)
 
 
@@ -162,20 +191,15 @@ def _check_family(model_dir: Path, family: str) -> None:
 def _check_fits_data(model_dir: Path, family: str, data_dir: Path) -> None:
     from lottery.models.families import FAMILIES
 
-    meta = data_meta(data_dir)
-    grid = FAMILIES[family].patch_grid(model_dir)
-    if grid is not None:
-        if not meta.get("image_field"):
-            raise ConfigError(
-                f"model.dir: {model_dir} is a patch model ({family}) but {data_dir} has no images; {_NO_IMAGES}"
-            )
+    inputs = data_inputs(data_dir)
+    if FAMILIES[family].patch_grid(model_dir) is not None:
+        inputs.images(f"model.dir: {model_dir} is a patch model ({family})")
         return
     img_dim, num_classes = FAMILIES[family].input_sizes(model_dir)
-    if not meta.get("feat_dim"):
-        raise ConfigError(f"model.dir: {model_dir} reads region features but {data_dir} holds images only")
-    if img_dim != int(meta["feat_dim"]) or num_classes != len(meta["class_names"]):
+    feat_dim, data_classes = inputs.regions(f"model.dir: {model_dir} reads region features")
+    if (img_dim, num_classes) != (feat_dim, data_classes):
         raise ConfigError(
             f"model.dir: model {model_dir} takes {img_dim}-d regions and {num_classes} "
-            f"classes but {data_dir} has {meta['feat_dim']}-d features and {len(meta['class_names'])} "
+            f"classes but {data_dir} has {feat_dim}-d features and {data_classes} "
             "classes; point model.dir at a model built for this data (or a new directory to build one)"
         )

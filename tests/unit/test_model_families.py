@@ -121,7 +121,7 @@ def test_model_init_builds_either_family_from_the_command_line(tmp_path, shapes_
         [sys.executable, "-m", "lottery", "model", "init", "--family", "vilt", "--out", str(tmp_path / "v"), "--data", str(shapes_dir)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert no_images.returncode == 2 and "has no images for a patch model (vilt)" in no_images.stderr
+    assert no_images.returncode == 2 and "a patch model (vilt) needs images but" in no_images.stderr
     assert len(no_images.stderr.strip().splitlines()) == 1 and not (tmp_path / "v").exists()
 
 
@@ -179,3 +179,14 @@ def test_a_patch_model_and_a_region_model_each_refuse_data_that_lacks_their_inpu
         ConfigError, match=r"is a patch model \(vilt\) but .* has no images; build the shapes"
     ):
         ensure_model(ModelConfig(dir=str(vilt_model_dir), family="vilt"), shapes_dir)
+
+
+def test_one_reading_of_the_data_answers_both_the_build_and_the_fit_check(tmp_path):
+    from lottery.train.assets import build_model_from_bert, data_inputs
+
+    (tmp_path / "meta.json").write_text('{"image_field": "image.png", "image_size": 32}')
+    inputs = data_inputs(tmp_path)
+    assert inputs.images("a patch model") == 32 and inputs.feat_dim is None
+    with pytest.raises(ConfigError, match=r"a uniter model reads region features but .* holds images only"):
+        build_model_from_bert("minilm", tmp_path / "m", data_dir=tmp_path)
+    assert not (tmp_path / "m").exists()

@@ -9,10 +9,10 @@ import torch.nn.utils.prune as torch_prune
 from tiny import TINY
 
 from lottery.models.uniter import UniterConfig, UniterForPretraining
+from lottery.sparsity import threshold
 from lottery.sparsity.criteria import cut
 from lottery.sparsity.maskset import MaskSet
 from lottery.sparsity.scope import DEFAULT_SCOPE, ScopeError, model_fingerprint, prunable_names
-from lottery.sparsity import threshold
 from lottery.sparsity.threshold import LazyScores, kth_smallest, select_smallest
 
 
