@@ -75,7 +75,8 @@ def stages(config: Any, out: Path = STUDY_PLACEHOLDER) -> list[tuple[str, Any]]:
     elif isinstance(config, PipelineConfig):
         from lottery.train.pipeline import finetune_jobs, imp_config
 
-        found = [*_imp(f"IMP {config.imp}", imp_config(config)), *_per_task(finetune_jobs(config))]
+        imp = imp_config(config)
+        found = [*_imp(f"IMP {config.imp}", imp), *_per_task(finetune_jobs(config, imp))]
     elif isinstance(config, ReproduceConfig):
         from lottery.study import plan
 

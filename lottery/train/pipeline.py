@@ -25,6 +25,7 @@ from lottery.config import (
     FinetuneConfig,
     ImpConfig,
     PipelineConfig,
+    PretrainConfig,
     check_grid,
     load_config,
 )
@@ -40,13 +41,16 @@ from lottery.train.workers import (
 log = logging.getLogger("lottery.train.pipeline")
 
 
-def check_config(config: PipelineConfig) -> None:
-    """Before any stage runs: the grid, and that the IMP config's family has a head for every task."""
+def check_config(config: PipelineConfig, imp: ImpConfig | None = None) -> None:
+    """Before any stage runs: the grid, and that the IMP config's family has a head for every task.
+
+    `imp`: the IMP stage's config when the caller has loaded it already (`run_pipeline` loads it once).
+    """
     from lottery.models.families import FAMILIES
 
     check_grid(config.tasks, config.task_overrides, config.baselines, config.ranks, config.workers)
-    imp = imp_config(config)
-    family = load_config(imp.theta0, list(imp.theta0_overrides)).model.family
+    imp = imp or imp_config(config)
+    family = theta0_config(imp).model.family
     lacking = [task for task in config.tasks if task not in FAMILIES[family].finetune_tasks]
     if lacking:
         raise ConfigError(
@@ -59,9 +63,14 @@ def imp_config(config: PipelineConfig) -> ImpConfig:
     return load_config(config.imp, list(config.imp_overrides), cls=ImpConfig)
 
 
-def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
+def theta0_config(imp: ImpConfig) -> PretrainConfig:
+    """The config of the theta0 the IMP stage starts from (and the fine-tunes read their data from)."""
+    return load_config(imp.theta0, list(imp.theta0_overrides))
+
+
+def finetune_jobs(config: PipelineConfig, imp: ImpConfig | None = None) -> list[FinetuneConfig]:
     """Dense and every published ticket (sparsity order) x every task, on the IMP run's theta0 and store."""
-    imp = imp_config(config)
+    imp = imp or imp_config(config)
     tickets = ["dense", *(alias for _, alias in sorted(imp.imp.publish.items()))]
     sparsest = tickets[-1]
     extra = [(f"{sparsest}-random", "theta0")] if "random" in config.baselines else []
@@ -84,18 +93,12 @@ def finetune_jobs(config: PipelineConfig) -> list[FinetuneConfig]:
     return jobs
 
 
-def _prepare_shared_inputs(config: PipelineConfig, jobs: list[FinetuneConfig]) -> None:
-    imp = imp_config(config)
-    prepare_task_inputs(load_config(imp.theta0, list(imp.theta0_overrides)), jobs)
-
-
-def _cut_random_baseline(config: PipelineConfig) -> None:
+def _cut_random_baseline(imp: ImpConfig) -> None:
     """The random ticket of the sparsest published one's sparsity, from theta0 (same scope and layout)."""
     from lottery.imp.run import prepare
     from lottery.tickets import TicketStore, default_root
     from lottery.tickets.jobs import cut_ticket
 
-    imp = imp_config(config)
     sparsity, alias = max(imp.imp.publish.items())
     store = TicketStore(imp.imp.store or default_root())
     ticket = cut_ticket(
@@ -114,16 +117,17 @@ def run_pipeline(config: PipelineConfig, argv: list[str]) -> Path:
     from lottery.report.collect import collect
     from lottery.report.render import write_report
 
-    check_config(config)
+    imp = imp_config(config)  # loaded once (YAML and overrides) for every step below
+    check_config(config, imp)
     # the fine-tune workers are checked against the GPUs now, not after IMP has run
     gpu_count = visible_gpu_count()
     workers = finetune_worker_count(config.workers, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES"))
     began = time.perf_counter()
     _run_imp(config)
-    jobs = finetune_jobs(config)
-    _prepare_shared_inputs(config, jobs)
+    jobs = finetune_jobs(config, imp)
+    prepare_task_inputs(theta0_config(imp), jobs)
     if "random" in config.baselines:
-        _cut_random_baseline(config)
+        _cut_random_baseline(imp)
     worker = [sys.executable, "-m", "lottery", "pipeline", *argv]
     logs = Path(config.report_dir) / "logs"
     runs = run_finetune_workers(worker, jobs, workers, gpu_count, logs, "pipeline")

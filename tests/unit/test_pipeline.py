@@ -207,6 +207,7 @@ def test_the_driver_builds_every_tasks_data_before_the_workers_start(tmp_path, s
         "lottery.data.task_sets.write_task",
         lambda task, scenes, seed: written.append((task, scenes, seed)),
     )
-    pipeline._prepare_shared_inputs(config, finetune_jobs(config))
+    imp = pipeline.imp_config(config)
+    pipeline.prepare_task_inputs(pipeline.theta0_config(imp), finetune_jobs(config, imp))
     assert models == [shapes_dir]
     assert {w[0] for w in written} == {"vqa", "nlvr2"} and all(w[1] == shapes_dir for w in written)
