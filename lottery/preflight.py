@@ -100,20 +100,16 @@ def check_shards(data_dir: str | Path) -> None:
     """Every shard an existing dataset's meta.json lists is there and whole (`schema.check_tar_end`):
     a shard cut short is refused now, not at the step that reaches the cut. A dataset not built yet,
     or whose meta.json cannot be read, is left to the job, which builds or refuses it."""
-    import json
+    from lottery.data.schema import META_NAME, check_tar_end, listed_shards, shard_error
 
-    from lottery.data.schema import META_NAME, check_tar_end, shard_error
-
-    meta_path = Path(data_dir) / META_NAME
     try:
-        splits = json.loads(meta_path.read_text())["shards"]
-        names = [name for split in splits.values() for name in split]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        splits = listed_shards(Path(data_dir))
+    except (OSError, ValueError):
         return
-    for name in names:
+    for name in (name for split in splits.values() for name in split):
         shard = Path(data_dir) / name
         if not shard.is_file():
-            raise shard_error(str(shard), None, f"listed in {meta_path} but missing")
+            raise shard_error(str(shard), None, f"listed in {Path(data_dir) / META_NAME} but missing")
         check_tar_end(shard)
 
 

@@ -25,7 +25,7 @@ import webdataset as wds
 from transformers import AutoTokenizer
 
 from lottery.data.patches import PatchGrid
-from lottery.data.schema import META_NAME, decode_sample, shard_error, validate_sample
+from lottery.data.schema import META_NAME, decode_sample, listed_shards, shard_error, validate_sample
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,9 @@ def shard_urls(data_dir: Path, split: str) -> list[str]:
     """
     data_dir = Path(data_dir)
     meta_path = data_dir / META_NAME
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"{data_dir}: no {META_NAME}, so this is not a finished dataset (its writer stops before "
-            "writing it last); build it again, e.g. `lottery data shapes --out DIR`"
-        )
-    try:
-        names = json.loads(meta_path.read_text())["shards"][split]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{meta_path}: lists no shards for split {split!r} ({exc!r})") from exc
+    names = listed_shards(data_dir).get(split)
+    if names is None:
+        raise ValueError(f"{meta_path}: lists no shards for split {split!r}")
     if not names:
         raise ValueError(f"{meta_path}: the split {split!r} has no shards")
     missing = [n for n in names if not (data_dir / n).is_file()]

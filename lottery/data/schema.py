@@ -50,6 +50,25 @@ class ShardError(ValueError):
     """
 
 
+def listed_shards(data_dir: Path) -> dict[str, list[str]]:
+    """split -> shard file names, as the dataset's meta.json lists them (the one reading of that list).
+
+    Raises FileNotFoundError without a meta.json (written last: the dataset is unfinished) and
+    ValueError when it lists no shards per split; callers decide whether that is fatal yet.
+    """
+    meta_path = Path(data_dir) / META_NAME
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{data_dir}: no {META_NAME}, so this is not a finished dataset (its writer stops before "
+            "writing it last); build it again, e.g. `lottery data shapes --out DIR`"
+        )
+    try:
+        splits = json.loads(meta_path.read_text())["shards"]
+        return {str(split): [str(name) for name in names] for split, names in splits.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{meta_path}: lists no shards per split ({exc!r})") from exc
+
+
 def shard_error(shard: str, key: str | None, problem: str) -> ShardError:
     """The one wording of schema errors: where (shard file, sample key), what, and the fix."""
     where = f"shard {shard}" if key is None else f"shard {shard}, sample {key!r}"
