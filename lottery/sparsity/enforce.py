@@ -8,12 +8,17 @@ the optimizer updates an fp32 master that is copied into the module after each s
 - masks every gradient before the optimizer sees it, so that clipping sees the sparse gradient and
   Adam's update there is 0 / (0 + eps) = 0 and decoupled weight decay scales 0.
 
-Where the gradient is reachable differs by stage. ZeRO 0-2 keep whole weights on every rank, and a
-tensor hook masks each gradient as autograd produces it, before DeepSpeed reduces, unscales or
-accumulates it (also into a bf16/fp16 wrapper's fp32 twin). ZeRO-3 gradients are reduce-scattered into
-partitions inside backward, so `before_step` masks each rank's own partition between `backward` and
-`step`; nothing gathers a parameter. The masks are kept on the device and in the dtype of the tensor
-they multiply (offload puts the master on the CPU and the working weight on the GPU).
+Where the gradient is reachable differs by stage. ZeRO 0-2 keep whole weights on every rank: a
+post-accumulate-grad hook masks `param.grad` in place as soon as autograd has accumulated it, and it
+is moved to the front of the parameter's hooks, so it runs before the hooks DeepSpeed registered when
+the engine was built (ZeRO 1-2 reduce the gradient there, BF16_Optimizer moves it into its fp32
+buffer); the all-reduce, unscaling and clipping then see the sparse gradient. In place matters: a hook
+that returns `grad * mask` allocates a gradient-sized tensor per parameter per step, which measured
+several times the multiply itself. ZeRO-3 gradients are reduce-scattered into partitions inside
+backward, so `before_step` masks each rank's own partition, in place where DeepSpeed hands out a view
+of it, between `backward` and `step`; nothing gathers a parameter. The masks are kept on the device
+and in the dtype of the tensor they multiply (offload puts the master on the CPU and the working
+weight on the GPU).
 
 `verify_pruned` is the proof: it counts, on every rank, pruned entries that are not 0.0 in any copy.
 """
@@ -21,6 +26,7 @@ they multiply (offload puts the master on the CPU and the working weight on the 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -54,6 +60,7 @@ class MaskEnforcer:
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._flat: dict[str, Tensor] = {}  # name -> the flattened full bool mask (CPU)
         self._device_masks: dict[tuple, Tensor] = {}  # (name, device, dtype, range) -> mask slice there
+        self._stored: dict[str, bool] = {}  # name -> ZeRO-3 hands out a view of its gradient partition
         self.masks = masks
         self.install(masks)
 
@@ -65,7 +72,7 @@ class MaskEnforcer:
         for name, mask in masks.masks.items():
             zero_pruned(self.engine, self.params[name], mask)
         if not self.partitioned and not self._hooks and not self.broken:
-            self._hooks = [self.params[n].register_hook(self._grad_hook(n)) for n in masks.masks]
+            self._hooks = [_hook_first(self.params[n], self._grad_hook(n)) for n in masks.masks]
 
     def mask_like(self, name: str, tensor: Tensor, start: int = 0) -> Tensor:
         """`name`'s mask over flattened entries [start, start + tensor.numel()), on `tensor`'s device
@@ -78,9 +85,10 @@ class MaskEnforcer:
             self._device_masks[key] = local
         return local
 
-    def _grad_hook(self, name: str) -> Callable[[Tensor], Tensor]:
-        def mask_gradient(grad: Tensor) -> Tensor:
-            return grad * self.mask_like(name, grad)
+    def _grad_hook(self, name: str) -> Callable[[Tensor], None]:
+        def mask_gradient(param: Tensor) -> None:
+            if param.grad is not None:
+                param.grad.mul_(self.mask_like(name, param.grad))
 
         return mask_gradient
 
@@ -90,11 +98,28 @@ class MaskEnforcer:
             return
         from deepspeed.utils import safe_get_local_grad, safe_set_local_grad
 
+        offload = bool(getattr(self.engine.optimizer, "offload_optimizer", False))
         for name in self._flat:
             param = self.params[name]
             grad = safe_get_local_grad(param)
-            if grad is not None:
-                safe_set_local_grad(param, grad * self._partition_mask(name, grad))
+            if grad is None:
+                continue
+            grad.mul_(self._partition_mask(name, grad))
+            if offload or not self._is_stored(name, grad):
+                # a copy (another device or dtype), or offload, whose per-parameter gradient norm
+                # DeepSpeed caches for clipping in `set`: hand the masked partition back
+                safe_set_local_grad(param, grad)
+
+    def _is_stored(self, name: str, grad: Tensor) -> bool:
+        """Whether DeepSpeed's `safe_get_local_grad` gave a view of the stored partition (then masking
+        it in place is enough) or a copy. Asked once per parameter: two gets alive together share
+        their memory only if neither is a fresh copy."""
+        from deepspeed.utils import safe_get_local_grad
+
+        if name not in self._stored:
+            again = safe_get_local_grad(self.params[name])
+            self._stored[name] = again is not None and again.data_ptr() == grad.data_ptr()
+        return self._stored[name]
 
     def _partition_mask(self, name: str, grad: Tensor) -> Tensor:
         """The mask over this rank's ZeRO-3 gradient partition, its padding past the parameter left 1."""
@@ -112,6 +137,25 @@ class MaskEnforcer:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+
+
+def _hook_first(param: Tensor, hook: Callable[[Tensor], None]) -> torch.utils.hooks.RemovableHandle:
+    """Register `hook` after gradient accumulation on `param`, ahead of the hooks already there.
+
+    torch runs post-accumulate-grad hooks in the order of the tensor's `_post_accumulate_grad_hooks`
+    dict; DeepSpeed's were registered first, at engine build. If a torch version keeps them otherwise,
+    refuse rather than mask after DeepSpeed has consumed the gradient.
+    """
+    handle = param.register_post_accumulate_grad_hook(hook)
+    hooks = getattr(param, "_post_accumulate_grad_hooks", None)
+    if not isinstance(hooks, OrderedDict) or handle.id not in hooks:
+        handle.remove()
+        raise NotImplementedError(
+            f"torch {torch.__version__} keeps post-accumulate-grad hooks where the mask enforcer cannot "
+            "put its hook first; lottery/sparsity/enforce.py needs updating for it"
+        )
+    hooks.move_to_end(handle.id, last=False)
+    return handle
 
 
 def pruned_nonzeros(engine, masks: MaskSet) -> dict[str, dict[str, int]]:
