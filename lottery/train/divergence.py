@@ -6,9 +6,11 @@ from that step on; going on would checkpoint them, and an IMP round would cut a 
 checkpoint and the caller's hooks, so the last checkpoint and every ticket already stored are from
 finite weights.
 
-One rank may diverge alone (its micro-batch overflowed), so the ranks first agree whether any did
-(one small all-gather), then learn from the rank that did which task and value it saw: every rank
-raises the same error, and none waits in a collective for a peer that has stopped.
+One rank may diverge alone (its micro-batch overflowed), so the ranks first agree whether any did,
+then learn from the rank that did which task and value it saw: every rank raises the same error, and
+none waits in a collective for a peer that has stopped. The agreement rides on the per-step
+all-gather the training loops make anyway for stop signals (`StopRequest.agreed`), so a healthy step
+costs no collective of its own; `stop_if_not_finite` gathers the flags itself for other callers.
 """
 
 from __future__ import annotations
@@ -30,10 +32,17 @@ def first_non_finite(named_losses: Sequence[tuple[str, float]]) -> tuple[str, fl
     return next(((name, loss) for name, loss in named_losses if not math.isfinite(loss)), None)
 
 
-def stop_if_not_finite(step: int, named_losses: Sequence[tuple[str, float]]) -> None:
-    """Raise NonFiniteLoss on every rank when any rank's loss at `step` was not finite (collective)."""
+def stop_if_not_finite(
+    step: int, named_losses: Sequence[tuple[str, float]], flags: torch.Tensor | None = None
+) -> None:
+    """Raise NonFiniteLoss on every rank when any rank's loss at `step` was not finite (collective).
+
+    `flags`: every rank's 0/1 "my loss was not finite" (rank order), when the caller has gathered it
+    already with other per-step state; otherwise they are all-gathered here.
+    """
     local = first_non_finite(named_losses)
-    flags = dist.all_gather_tensor(torch.tensor([0 if local is None else 1], dtype=torch.long))
+    if flags is None:
+        flags = dist.all_gather_tensor(torch.tensor([0 if local is None else 1], dtype=torch.long))
     if int(flags.sum()) == 0:
         return
     bad = [int(r) for r in torch.nonzero(flags.view(-1)).view(-1)]

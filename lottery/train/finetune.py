@@ -356,9 +356,10 @@ def _train(config: FinetuneConfig, run: _Setup, hooks: RunHooks) -> tuple[list[d
     steps = hooks.end_step or train.steps
     with StopRequest() as stop:
         for step in range(1, steps + 1):
-            losses = optimizer_step(engine, enforcer, micro_batches(step), run.dtype, step=step)
+            named = optimizer_step(engine, enforcer, micro_batches(step), run.dtype, step=step)
+            signalled = stop.agreed(step, named)  # raises on a non-finite loss, on every rank
             check_every(enforcer, run.sparsity, step)
-            signalled = stop.agreed()
+            losses = [loss for _, loss in named]
             if signalled and step < steps:
                 raise Preempted(step, signalled, resumable=False)
             if hooks.on_step is not None and hooks.on_step(engine, step):

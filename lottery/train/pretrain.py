@@ -301,10 +301,10 @@ class _Loop:
             tqdm.write(f"step {step} val " + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
         return result
 
-    def step(self, step: int, batches: Iterator[list]) -> dict:
-        """One optimiser step of `grad_accum` micro-steps (`step.optimizer_step`); its metrics record."""
+    def step(self, step: int, batches: Iterator[list]) -> tuple[dict, list[tuple[str, float]]]:
+        """One optimiser step of `grad_accum` micro-steps (`step.optimizer_step`): its metrics record
+        and the (task, loss) of each micro-step, for `StopRequest.agreed`."""
         train = self.config.train
-        tasks: list[str] = []
 
         def micro_batches() -> Iterator[tuple[dict, object]]:
             for micro in range(train.grad_accum):
@@ -312,17 +312,16 @@ class _Loop:
                 task = self.tasks[self.mixer.task_for(micro_step)]
                 seed = micro_seed(train.seed, dist.rank(), micro_step)
                 torch.manual_seed(seed)  # dropout: the same in a resumed run
-                tasks.append(task.name)
                 yield task.collate(next(batches), self.ctx, torch.Generator().manual_seed(seed)), task
 
         began = time.perf_counter()
-        losses = optimizer_step(self.engine, self.enforcer, micro_batches(), self.dtype, step=step)
+        named = optimizer_step(self.engine, self.enforcer, micro_batches(), self.dtype, step=step)
         elapsed = time.perf_counter() - began
-        check_every(self.enforcer, self.config.sparsity, step)
+        losses = [loss for _, loss in named]
         by_task: dict[str, list[float]] = {}
-        for name, loss in zip(tasks, losses, strict=True):
+        for name, loss in named:
             by_task.setdefault(name, []).append(loss)
-        return {
+        record = {
             "step": step,
             "loss": sum(losses) / train.grad_accum,
             "losses": {name: sum(values) / len(values) for name, values in by_task.items()},
@@ -330,6 +329,7 @@ class _Loop:
             "samples_per_s": train.batch_size * train.grad_accum * dist.world_size() / elapsed,
             "world_size": dist.world_size(),
         }
+        return record, named
 
     def run(self, start: int, end: int, hooks: RunHooks) -> tuple[dict[str, float], int, int]:
         """Steps `start`+1 on; returns the last val metrics, the run's end and this invocation's stop."""
@@ -351,8 +351,9 @@ class _Loop:
                     batches = self.batches(current, 0)
                     if main:
                         tqdm.write(f"step {step}: scenes of {current.data.dir}")
-                record = self.step(step, batches)
-                signalled = stop.agreed()
+                record, named = self.step(step, batches)
+                signalled = stop.agreed(step, named)  # raises on a non-finite loss, on every rank
+                check_every(self.enforcer, self.config.sparsity, step)
                 if signalled:
                     stop_at = step  # logged and checkpointed below, as the last step of this invocation
                 if due(step, train.log_every, stop_at):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -30,7 +30,7 @@ from lottery.config import ConfigError, TrainConfig
 from lottery.faults import poisoned_loss
 from lottery.sparsity.enforce import MaskEnforcer
 from lottery.train.batches import to_device
-from lottery.train.divergence import stop_if_not_finite
+from lottery.train.divergence import first_non_finite, stop_if_not_finite
 
 EVERY_KEYS = ("log_every", "val_every", "ckpt_every")
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -103,10 +103,18 @@ class StopRequest:
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def agreed(self) -> str | None:
-        """The name of the signal that stops the run, or None to go on; every rank must call it."""
-        local = torch.tensor([_received[0] if _received else 0], dtype=torch.long)
-        highest = int(dist.all_gather_tensor(local).max())  # one rank: no collective
+    def agreed(self, step: int = 0, named_losses: Sequence[tuple[str, float]] = ()) -> str | None:
+        """The name of the signal that stops the run, or None to go on; every rank must call it.
+
+        With the step's `named_losses` (`optimizer_step`'s result) the same all-gather also carries
+        whether this rank's loss was finite, and a non-finite loss on any rank raises NonFiniteLoss on
+        every rank (`divergence.stop_if_not_finite`): one collective per step for both.
+        """
+        diverged = first_non_finite(named_losses) is not None
+        local = torch.tensor([_received[0] if _received else 0, int(diverged)], dtype=torch.long)
+        table = dist.all_gather_tensor(local)  # (world, 2); one rank: no collective
+        stop_if_not_finite(step, named_losses, flags=table[:, 1])
+        highest = int(table[:, 0].max())
         return signal.Signals(highest).name if highest else None
 
 
@@ -159,14 +167,15 @@ def optimizer_step(
     dtype: torch.dtype,
     *,
     step: int,
-) -> list[float]:
+) -> list[tuple[str, float]]:
     """One optimiser step over `micro_batches` ((collated batch, objective) pairs, `grad_accum` of them,
-    drawn lazily so that each is collated right before its forward); the micro-batches' losses.
+    drawn lazily so that each is collated right before its forward); (objective name, loss) of each.
 
     The engine is configured with ``gradient_accumulation_steps = train.grad_accum``, so it steps the
     optimiser after the last one; the enforcer runs before every engine step, which is where a
-    boundary step can write the parameters. A loss that is not finite on any rank stops the run here,
-    on every rank (`divergence.stop_if_not_finite`), before anything of the step is saved.
+    boundary step can write the parameters. The caller hands the result to `StopRequest.agreed`
+    before anything of the step is saved or verified: a loss that is not finite on any rank stops the
+    run there, on every rank.
     """
     named: list[tuple[str, float]] = []
     for batch, objective in micro_batches:
@@ -177,5 +186,4 @@ def optimizer_step(
             enforcer.before_step()
         engine.step()
         named.append((str(getattr(objective, "name", objective)), float(loss.detach())))
-    stop_if_not_finite(step, named)
-    return [loss for _, loss in named]
+    return named

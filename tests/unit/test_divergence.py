@@ -29,3 +29,15 @@ def test_the_injected_nan_hits_only_the_named_step_and_rank(monkeypatch):
     assert poisoned_loss(loss, 4) is loss
     monkeypatch.setenv("LOTTERY_NAN_LOSS", "4")
     assert poisoned_loss(loss, 4).isnan()
+
+
+def test_the_per_step_stop_agreement_carries_the_loss_check(monkeypatch):
+    """The loops' one per-step all-gather answers both "was a rank signalled" and "did a loss diverge"."""
+    from lottery.train import step
+    from lottery.train.step import StopRequest
+
+    monkeypatch.setattr(step, "_received", [])
+    with StopRequest() as stop:
+        assert stop.agreed(2, [("mlm", 0.5), ("itm", 0.6)]) is None
+        with pytest.raises(NonFiniteLoss, match=r"step 3: the itm loss is inf on rank\(s\) 0"):
+            stop.agreed(3, [("mlm", 0.5), ("itm", math.inf)])

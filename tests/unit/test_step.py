@@ -43,7 +43,7 @@ def test_each_micro_batch_is_drawn_when_needed_cast_kept_and_stepped():
             yield {"img_feat": torch.full((2,), float(index)), "targets": torch.zeros(2)}, f"task{index}"
 
     losses = optimizer_step(engine, _Enforcer(engine), micro_batches(), torch.bfloat16, step=1)
-    assert losses == [0.0, 2.0, 4.0]
+    assert losses == [("task0", 0.0), ("task1", 2.0), ("task2", 4.0)]
     per_micro = ["forward {} torch.bfloat16", "backward", "keep mask", "step"]
     assert engine.calls == [
         call.format(f"task{i}") if "{}" in call else call
