@@ -1,15 +1,19 @@
-"""What keeping a mask costs, as ratios measured in one run on uniter-mini with 2 CPU ranks.
+"""What keeping a mask costs, as ratios measured in one run with 2 CPU ranks.
 
-1. Step time with a 60% mask enforced / dense step time, under ZeRO-0, ZeRO-2 and ZeRO-3, in alternating
-   blocks of steps on the same engine (so drift hits both alike); and the same for
-   `torch.nn.utils.prune` (a float mask and a second copy of every weight) where DeepSpeed runs it.
+1. Step time with a 60% mask enforced / dense step time, under ZeRO-0, ZeRO-2 and ZeRO-3, in fp32
+   and bf16 (the optimizer wrappers a GPU run takes: DeepSpeed runs bf16 on a CPU), on uniter-mini
+   and on a uniter-base-sized encoder (12 x 768, random init), in alternating blocks of steps on the
+   same engine (so drift hits both alike); and the same for `torch.nn.utils.prune` (a float mask and a
+   second copy of every weight) where DeepSpeed runs it.
 2. Time and peak RSS growth of the exact distributed threshold (each rank's own partition) against
    gathering the prunable weights and calling `torch.kthvalue`, on a ZeRO-3 engine.
 3. Ticket bytes per prunable weight.
 
 Usage, from the repo root:
-    python benchmarks/sparsity_overhead.py [--steps 12] [--blocks 4] [--quick] [--json out.json]
-(`--quick`: 4 steps a block, 2 blocks.)
+    python benchmarks/sparsity_overhead.py [--steps 12] [--blocks 4] [--stages 0 2 3]
+        [--precisions fp32 bf16] [--models uniter-mini uniter-base] [--no-torch-prune] [--quick]
+        [--json out.json]
+(`--quick`: 4 steps a block, 2 blocks, ZeRO-2 and 3, uniter-mini only.)
 """
 
 from __future__ import annotations
@@ -22,52 +26,34 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from gloo_ranks import MMAP_THRESHOLD
 from rows import Row, add_output_flags, emit
 from rss import PeakRss
+from synthetic_steps import BERT_VOCAB, mlm_batches, train_step
+from synthetic_steps import engine as build_engine
+
+BATCH = 8
+MODELS = ("uniter-mini", "uniter-base")
 
 
-def _model():
-    from lottery.models.uniter import init_from_bert
+def _model(name: str):
+    """uniter-mini from the shipped MiniLM weights, or a seeded random model of a UNITER preset."""
+    from lottery.models.uniter import UniterForPretraining, init_from_bert, preset
 
     torch.manual_seed(0)
-    model, _ = init_from_bert("minilm", img_dim=2048, num_region_classes=16, name="uniter-mini")
-    return model
+    if name == "uniter-mini":
+        model, _ = init_from_bert("minilm", img_dim=2048, num_region_classes=16, name="uniter-mini")
+        return model
+    return UniterForPretraining(preset(name))
 
 
-def _batches(count: int):
-    from types import SimpleNamespace
-
-    from lottery.tasks.masking import TextVocab
-    from lottery.tasks.pretrain import TASKS, CollateContext
-
-    vocab = TextVocab(size=30522, pad_id=0, cls_id=101, sep_id=102, mask_id=103)
-    gen = torch.Generator().manual_seed(1)
-    task = TASKS["mlm"]
-    out = []
-    for i in range(count):
-        examples = [
-            SimpleNamespace(
-                input_ids=[101, *torch.randint(1000, 30000, (18,), generator=gen).tolist(), 102],
-                feat=torch.randn(8, 2048, generator=gen),
-                box=torch.rand(8, 7, generator=gen),
-                soft=None,
-            )
-            for _ in range(8)
-        ]
-        out.append(task.collate(examples, CollateContext(vocab), torch.Generator().manual_seed(i)))
-    return task, out
-
-
-def _engine(model, stage: int):
-    from lottery.config import OptimConfig, TrainConfig
-    from lottery.train.engine import build_engine
-
-    train = TrainConfig(steps=10_000, batch_size=8, zero_stage=stage)
-    return build_engine(model, train, OptimConfig(warmup_steps=0))[0]
+def _batches(model, count: int):
+    vocab = replace(BERT_VOCAB, size=model.config.vocab_size)
+    return mlm_batches(count, BATCH, feat_dim=model.config.img_dim, vocab=vocab)
 
 
 def _timed_steps(engine, task, batches, enforcer) -> float:
@@ -75,16 +61,14 @@ def _timed_steps(engine, task, batches, enforcer) -> float:
     times = []
     for batch in batches:
         start = time.perf_counter()
-        loss, _ = engine(batch, task)
-        engine.backward(loss)
-        if enforcer is not None:
-            enforcer.before_step()
-        engine.step()
+        train_step(engine, task, batch, enforcer)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def worker(mode: str, stage: int, steps: int, blocks: int, out: Path) -> None:
+def worker(
+    mode: str, stage: int, precision: str, model_name: str, steps: int, blocks: int, out: Path
+) -> None:
     from lottery import dist
     from lottery.sparsity.criteria import prune_pieces
     from lottery.sparsity.enforce import MaskEnforcer, verify_pruned
@@ -94,28 +78,26 @@ def worker(mode: str, stage: int, steps: int, blocks: int, out: Path) -> None:
 
     dist.init()
     torch.set_num_threads(1)
-    model = _model()
+    model = _model(model_name)
     names = model.prunable()
-    task, batches = _batches(steps)
+    task, batches = _batches(model, steps)
     result: dict = {"mode": mode, "stage": stage}
     if mode == "torch-prune":
         import torch.nn.utils.prune as torch_prune
 
-        dense_engine = _engine(_model(), stage)  # its own dense baseline, timed in alternation
+        dense_engine = build_engine(_model(model_name), stage, BATCH, precision)  # its own dense baseline
         modules = dict(model.named_modules())
         targets = [(modules[n.rsplit(".", 1)[0]], "weight") for n in names]
         torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=0.6)
-        engine = _engine(model, stage)
+        engine = build_engine(model, stage, BATCH, precision)
         _timed_steps(dense_engine, task, batches[:2], None)  # warm-up
         _timed_steps(engine, task, batches[:2], None)
         dense, masked = [], []
         for _ in range(blocks):
             dense.append(_timed_steps(dense_engine, task, batches, None))
             masked.append(_timed_steps(engine, task, batches, None))
-        result["dense_s"] = statistics.median(dense)
-        result["masked_s"] = statistics.median(masked)
     else:
-        engine = _engine(model, stage)
+        engine = build_engine(model, stage, BATCH, precision)
         params = dict(engine.module.named_parameters())
         dense_masks = MaskSet.dense({n: parameter_shape(params[n]) for n in names})
         pieces = engine_pieces(engine, dense_masks)
@@ -129,10 +111,10 @@ def worker(mode: str, stage: int, steps: int, blocks: int, out: Path) -> None:
             enforcer.install(masks)
             masked.append(_timed_steps(engine, task, batches, enforcer))
         verify_pruned(engine, masks)
-        result["dense_s"] = statistics.median(dense)
-        result["masked_s"] = statistics.median(masked)
-        if stage == 3:
+        if stage == 3 and precision == "fp32":
             result.update(_threshold_costs(engine, dense_masks))
+    result["dense_s"] = statistics.median(dense)
+    result["masked_s"] = statistics.median(masked)
     if dist.is_main():
         out.write_text(json.dumps(result))
     dist.shutdown()
@@ -142,6 +124,7 @@ def _threshold_costs(engine, masks) -> dict:
     """Ours (local partitions) vs gather + kthvalue, on the same ZeRO-3 engine and k."""
     import deepspeed
 
+    from lottery.sparsity.criteria import piece_scores
     from lottery.sparsity.partition import engine_pieces
     from lottery.sparsity.threshold import kth_smallest
 
@@ -150,7 +133,7 @@ def _threshold_costs(engine, masks) -> dict:
     with PeakRss() as ours_rss:
         start = time.perf_counter()
         pieces = engine_pieces(engine, masks)
-        ours = kth_smallest([p.weights.abs() for p in pieces], k)
+        ours = kth_smallest([piece_scores(p, "magnitude", 0) for p in pieces], k)
         ours_s = time.perf_counter() - start
     del pieces
     chosen = [params[n] for n in masks.masks]
@@ -170,7 +153,8 @@ def _threshold_costs(engine, masks) -> dict:
     }
 
 
-def _launch(mode: str, stage: int, args: argparse.Namespace, port: int) -> dict | None:
+def _launch(mode: str, case: tuple[int, str, str], args: argparse.Namespace, port: int) -> dict | None:
+    stage, precision, model_name = case
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [
@@ -182,12 +166,15 @@ def _launch(mode: str, stage: int, args: argparse.Namespace, port: int) -> dict 
             "--master_port",
             str(port),
         ]
-        cmd += [__file__, "--worker", mode, str(stage), str(args.steps), str(args.blocks), str(out)]
+        cmd += [__file__, "--worker", mode, str(stage), precision, model_name]
+        cmd += [str(args.steps), str(args.blocks), str(out)]
         env = {**os.environ, **MMAP_THRESHOLD}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
-            print(f"  {mode} at ZeRO-{stage} did not run: {lines[-1] if lines else proc.returncode}")
+            print(
+                f"  {mode} at ZeRO-{stage} {precision} {model_name} did not run: {lines[-1] if lines else proc.returncode}"
+            )
             return None
         return json.loads(out.read_text())
 
@@ -196,7 +183,7 @@ def _ticket_bits_per_weight() -> tuple[int, int]:
     from lottery.sparsity.criteria import cut
     from lottery.tickets.format import TicketMeta, ticket_bytes
 
-    model = _model()
+    model = _model("uniter-mini")
     params = dict(model.named_parameters())
     weights = {n: params[n].detach() for n in model.prunable()}
     masks = cut(weights, "magnitude", 0.6)
@@ -204,10 +191,11 @@ def _ticket_bits_per_weight() -> tuple[int, int]:
     return len(data), masks.total
 
 
-def _stage_rows(stage: int, ours: dict, torch_prune: dict | None) -> list[Row]:
+def _stage_rows(case: tuple[int, str, str], ours: dict, torch_prune: dict | None) -> list[Row]:
+    stage, precision, model_name = case
     rows = [
         Row(
-            figure=f"masked / dense step, ZeRO-{stage} (uniter-mini, 2 ranks, batch 8)",
+            figure=f"masked / dense step, ZeRO-{stage} {precision} ({model_name}, 2 ranks, batch {BATCH})",
             measured=ours["masked_s"] / ours["dense_s"],
             target="<= 1.02",
             unit="x",
@@ -217,7 +205,7 @@ def _stage_rows(stage: int, ours: dict, torch_prune: dict | None) -> list[Row]:
     if torch_prune is not None:
         rows.append(
             Row(
-                figure=f"torch.nn.utils.prune / dense step, ZeRO-{stage}",
+                figure=f"torch.nn.utils.prune / dense step, ZeRO-{stage} {precision} ({model_name})",
                 measured=torch_prune["masked_s"] / torch_prune["dense_s"],
                 target="reported",
                 unit="x",
@@ -253,21 +241,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=4, help="dense/masked block pairs")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--stages", type=int, nargs="+", default=[0, 2, 3], choices=(0, 1, 2, 3))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--no-torch-prune", action="store_true", help="skip the torch.nn.utils.prune rows")
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     add_output_flags(parser)
     args = parser.parse_args()
     if args.worker:
-        mode, stage, steps, blocks, out = args.worker
-        worker(mode, int(stage), int(steps), int(blocks), Path(out))
+        mode, stage, precision, model_name, steps, blocks, out = args.worker
+        worker(mode, int(stage), precision, model_name, int(steps), int(blocks), Path(out))
         return
     if args.quick:
-        args.steps, args.blocks = 4, 2
+        args.steps, args.blocks, args.stages, args.models = 4, 2, [2, 3], ["uniter-mini"]
     rows: list[Row] = []
-    for i, stage in enumerate((0, 2, 3)):  # 0: what IMP and the fine-tunes run by default
-        ours = _launch("ours", stage, args, 29800 + i)
-        torch_prune = _launch("torch-prune", stage, args, 29810 + i)
+    cases = [(st, pr, mo) for mo in args.models for pr in args.precisions for st in args.stages]
+    for i, case in enumerate(cases):
+        ours = _launch("ours", case, args, 29800 + i)
+        torch_prune = None if args.no_torch_prune else _launch("torch-prune", case, args, 29900 + i)
         if ours is not None:
-            rows += _stage_rows(stage, ours, torch_prune)
+            rows += _stage_rows(case, ours, torch_prune)
     size, total = _ticket_bits_per_weight()
     rows.append(
         Row(

@@ -45,17 +45,23 @@ def mlm_batches(
     return task, batches
 
 
-def engine(model: nn.Module, stage: int, batch_size: int = 8):
-    """A DeepSpeed engine over `model` at ZeRO `stage` (fp32 on CPU), as the trainers build it; collective."""
+def engine(model: nn.Module, stage: int, batch_size: int = 8, precision: str = "fp32"):
+    """A DeepSpeed engine over `model` at ZeRO `stage` in `precision` (fp32 or bf16: the optimizer
+    wrappers a GPU run takes), as the trainers build it; collective."""
     from lottery.config import OptimConfig, TrainConfig
     from lottery.train.engine import build_engine
 
-    train = TrainConfig(steps=10_000, batch_size=batch_size, zero_stage=stage, precision="fp32")
+    train = TrainConfig(steps=10_000, batch_size=batch_size, zero_stage=stage, precision=precision)
     return build_engine(model, train, OptimConfig(warmup_steps=0))[0]
 
 
 def train_step(engine, task, batch: dict, enforcer=None) -> float:
-    """One forward, backward and optimiser step; the loss. `enforcer.before_step` runs where it must."""
+    """One forward, backward and optimiser step; the loss. `enforcer.before_step` runs where it must.
+
+    The batch is cast to the engine's working dtype the way the trainers cast theirs."""
+    from lottery.train.batches import to_device
+
+    batch = to_device(batch, engine.device, next(engine.module.parameters()).dtype)
     loss, _ = engine(batch, task)
     engine.backward(loss)
     if enforcer is not None:
