@@ -62,10 +62,7 @@ def prune_pieces(
     pruned = int(dist.all_reduce_tensor(torch.tensor([sum(_pruned(p) for p in pieces)]))[0])
     k = _count_to_prune(round(sparsity * total), pruned, "the prunable scope")
     chosen = select_smallest(scores, k, names=[p.name for p in pieces])
-    # in place on the selection (a bool per entry) rather than a second array of that size
-    return [
-        torch.logical_and(p.kept.cpu(), c.logical_not_(), out=c) for p, c in zip(pieces, chosen, strict=True)
-    ]
+    return [_survivors(p, c) for p, c in zip(pieces, chosen, strict=True)]
 
 
 def _layerwise(pieces: Sequence[Piece], sparsity: float) -> list[Tensor]:
@@ -74,8 +71,14 @@ def _layerwise(pieces: Sequence[Piece], sparsity: float) -> list[Tensor]:
     for piece, already in zip(pieces, pruned.tolist(), strict=True):
         k = _count_to_prune(round(sparsity * piece.numel), already, piece.name)
         (chosen,) = select_smallest([piece_scores(piece, "magnitude", 0)], k, names=[piece.name])
-        kept.append(torch.logical_and(piece.kept.cpu(), chosen.logical_not_(), out=chosen))
+        kept.append(_survivors(piece, chosen))
     return kept
+
+
+def _survivors(piece: Piece, chosen: Tensor) -> Tensor:
+    """The piece's new kept mask, `kept & ~chosen`, written over `chosen` (the select's fresh output)
+    rather than into a second bool array of the shard's size."""
+    return torch.logical_and(piece.kept.cpu(), chosen.logical_not_(), out=chosen)
 
 
 def _pruned(piece: Piece) -> int:

@@ -13,8 +13,8 @@ post-accumulate-grad hook masks `param.grad` in place as soon as autograd has ac
 is moved to the front of the parameter's hooks, so it runs before the hooks DeepSpeed registered when
 the engine was built (ZeRO 1-2 reduce the gradient there, BF16_Optimizer moves it into its fp32
 buffer); the all-reduce, unscaling and clipping then see the sparse gradient. In place matters: a hook
-that returns `grad * mask` allocates a gradient-sized tensor per parameter per step, which measured
-several times the multiply itself. ZeRO-3 gradients are reduce-scattered into partitions inside
+that returns `grad * mask` allocates a gradient-sized tensor per parameter per step, which the
+mask-overhead benchmark's profile found to be most of the mask's cost (benchmarks/RESULTS.md). ZeRO-3 gradients are reduce-scattered into partitions inside
 backward, so `before_step` masks each rank's own partition, in place where DeepSpeed hands out a view
 of it, between `backward` and `step`; nothing gathers a parameter. The masks are kept on the device
 and in the dtype of the tensor they multiply (offload puts the master on the CPU and the working
